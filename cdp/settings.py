@@ -1,0 +1,127 @@
+"""Settings for the CDP, all read from the environment.
+
+DATABASE_URL      default: SQLite file var/cdp.sqlite3 in the project folder
+CELERY_BROKER_URL unset: Celery tasks run in-process (eager)
+SECRET_KEY        required when DEBUG is off
+CDP_PII_KEY       key for keyed hashes and tokens of identifiers; required when DEBUG is off
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET_KEY = "dev-only-secret-key-not-for-production"
+_DEV_PII_KEY = "dev-only-pii-key-not-for-production"
+SECRET_KEY = os.environ.get("SECRET_KEY", _DEV_SECRET_KEY)
+CDP_PII_KEY = os.environ.get("CDP_PII_KEY", _DEV_PII_KEY)
+if not DEBUG:
+    if SECRET_KEY == _DEV_SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    if CDP_PII_KEY == _DEV_PII_KEY:
+        raise ImproperlyConfigured("CDP_PII_KEY must be set when DEBUG is off")
+
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "profiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cdp.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "cdp.wsgi.application"
+
+VAR_DIR = Path(os.environ.get("CDP_VAR_DIR", BASE_DIR / "var"))
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'cdp.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the admin read while a load writes.
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = ":memory:"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Celery: with no broker configured, tasks run in-process so the embedded default needs nothing else.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = TIME_ZONE
+
+# Identity resolution guard rails (see README, "Identity resolution").
+CDP_MAX_SHARED_IDENTIFIER = env_int("CDP_MAX_SHARED_IDENTIFIER", 5)
+CDP_MAX_CLUSTER_SIZE = env_int("CDP_MAX_CLUSTER_SIZE", 20)
+CDP_MATCH_PROBABILITY_LINK = float(os.environ.get("CDP_MATCH_PROBABILITY_LINK", "0.99"))
+CDP_MATCH_PROBABILITY_REVIEW = float(os.environ.get("CDP_MATCH_PROBABILITY_REVIEW", "0.80"))
+CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
