@@ -1,0 +1,70 @@
+"""Throughput of profiles.normalize.normalize_customer_row on synthetic rows of realistic content.
+
+Run: cd /work/main && .venv/bin/python bench/bench_normalize.py [rows]
+"""
+import os
+import random
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
+
+from profiles.normalize import normalize_customer_row  # noqa: E402
+
+_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+FAMILY = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗欧阳"
+GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂"
+CITIES = ["北京", "上海", "广州", "深圳", "杭州", "成都", "武汉", "南京"]
+STREETS = ["建国路", "人民路", "解放大道", "中山路", "长安街", "南京东路"]
+
+
+def cn_id(born: date, rng: random.Random) -> str:
+    body = f"{rng.choice(['110105', '310101', '440106', '330102'])}{born:%Y%m%d}{rng.randrange(1000):03d}"
+    return body + "10X98765432"[sum(int(d) * w for d, w in zip(body, _WEIGHTS)) % 11]
+
+
+def make_rows(n: int, seed: int = 7) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        born = date(1950, 1, 1) + timedelta(days=rng.randrange(20000))
+        name = rng.choice(FAMILY) + "".join(rng.choice(GIVEN) for _ in range(rng.choice((1, 2))))
+        mobile = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+        phone = rng.choice((mobile, f"{mobile[:3]} {mobile[3:7]} {mobile[7:]}", "+86" + mobile, f"{mobile[:3]}-{mobile[3:7]}-{mobile[7:]}"))
+        rows.append({
+            "customer_key": f"C{i:09d}",
+            "full_name": name,
+            "gender": rng.choice(("M", "F", "男", "女", "")),
+            "birth_date": born.isoformat(),
+            "id_type": "CN_RESIDENT",
+            "id_number": cn_id(born, rng),
+            "phone": phone,
+            "email": f"user{i}@{rng.choice(('qq.com', '163.com', 'example.com', 'Gmail.com'))}",
+            "address": f"{rng.choice(CITIES)}市{rng.choice(STREETS)}{rng.randrange(1, 999)}号",
+            "city": rng.choice(CITIES),
+            "postcode": f"{rng.randrange(100000, 999999)}",
+            "core_cif": "",
+            "updated_at": f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:{rng.randrange(60):02d}:00",
+        })
+    return rows
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+    rows = make_rows(n)
+    normalize_customer_row(rows[0])  # warm-up: settings, caches
+    best = None
+    for _ in range(3):
+        started = time.perf_counter()
+        for row in rows:
+            normalize_customer_row(row)
+        elapsed = time.perf_counter() - started
+        best = elapsed if best is None else min(best, elapsed)
+    print(f"{n} rows, best of 3: {best:.2f}s = {n / best:,.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main()
