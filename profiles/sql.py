@@ -1,0 +1,160 @@
+"""Set-based SQL helpers for the profiles domain: staging tables, bulk copy and id allocation.
+
+PostgreSQL is production and gets COPY; SQLite (the embedded default) gets executemany. Every statement
+that carries values uses parameters; table and column names come from model metadata, never from input.
+"""
+import csv
+import hashlib
+import io
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow.csv as pacsv
+from django.db import connection
+from django.utils import timezone
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def create_temp_table(name: str, columns_sql: str) -> None:
+    with connection.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+        cur.execute(f"CREATE TEMP TABLE {quote(name)} ({columns_sql})")
+
+
+def drop_temp_table(name: str) -> None:
+    with connection.cursor() as cur:
+        cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+
+
+def _copy_value(value) -> str:
+    if value is None:
+        return r"\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return str(value)
+
+
+class _CsvRowStream(io.TextIOBase):
+    """A file-like object that renders rows as COPY CSV lazily, so a million rows never sit in one string."""
+
+    def __init__(self, rows: Iterable[Sequence], chunk_rows: int = 5000):
+        self._rows = iter(rows)
+        self._chunk_rows = chunk_rows
+        self._buffer = ""
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> bool:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        wrote = 0
+        for row in self._rows:
+            writer.writerow([_copy_value(v) for v in row])
+            wrote += 1
+            if wrote >= self._chunk_rows:
+                break
+        self._buffer += out.getvalue()
+        return wrote > 0
+
+    def read(self, size: int = -1) -> str:
+        while size < 0 or len(self._buffer) < size:
+            if not self._fill():
+                break
+        if size < 0:
+            data, self._buffer = self._buffer, ""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    readline = read
+
+
+def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Insert many rows: COPY on PostgreSQL, executemany elsewhere. Values None mean NULL."""
+    cols = ", ".join(quote(c) for c in columns)
+    with connection.cursor() as cur:
+        if is_postgres():
+            sql = f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+            cur.cursor.copy_expert(sql, _CsvRowStream(rows), size=1 << 16)
+            return
+        placeholders = ", ".join(["%s"] * len(columns))
+        batch: list[Sequence] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= 10_000:
+                cur.executemany(f"INSERT INTO {quote(table)} ({cols}) VALUES ({placeholders})", batch)
+                batch.clear()
+        if batch:
+            cur.executemany(f"INSERT INTO {quote(table)} ({cols}) VALUES ({placeholders})", batch)
+
+
+def allocate_ids(model, count: int) -> list[int]:
+    """Reserve `count` primary keys of `model` so rows can be bulk-inserted with known ids."""
+    if count == 0:
+        return []
+    table = model._meta.db_table
+    with connection.cursor() as cur:
+        if is_postgres():
+            cur.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count]
+            )
+            return [r[0] for r in cur.fetchall()]
+        # SQLite serialises writers, so max(id) cannot move under us inside the transaction.
+        cur.execute(f"SELECT COALESCE(MAX(id), 0) FROM {quote(table)}")
+        start = cur.fetchone()[0] + 1
+        return list(range(start, start + count))
+
+
+def fetch_all(sql: str, params: Sequence = ()) -> list[tuple]:
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def execute(sql: str, params: Sequence = ()) -> int:
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.rowcount
+
+
+def advisory_lock_key(namespace: str, value: int) -> int:
+    """A stable 64-bit key for pg_advisory_lock."""
+    digest = hashlib.blake2b(f"{namespace}:{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def fetch_columns(query: str, params: Sequence = ()) -> dict[str, np.ndarray]:
+    """Run a query returning only integer columns (NULLs COALESCEd away) and return one numpy array per column.
+
+    On PostgreSQL the result streams through COPY and pyarrow's CSV reader, far faster than row tuples.
+    """
+    with connection.cursor() as cur:
+        if is_postgres():
+            rendered = cur.cursor.mogrify(query, params).decode()
+            buffer = io.BytesIO()
+            cur.cursor.copy_expert(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
+            buffer.seek(0)
+            table = pacsv.read_csv(buffer)
+            return {name: table.column(name).to_numpy().astype(np.int64) for name in table.column_names}
+        cur.execute(query, params)
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    if not rows:
+        return {name: np.empty(0, dtype=np.int64) for name in names}
+    matrix = np.array(rows, dtype=np.int64)
+    return {name: matrix[:, i] for i, name in enumerate(names)}
+
+
+def adapt_now():
+    """The current time in the form the backend's raw SQL expects for a DateTimeField."""
+    return connection.ops.adapt_datetimefield_value(timezone.now())

@@ -1,0 +1,161 @@
+"""Loading customer feeds: rejects with reasons, bad files, reloads, mapping, encodings, card numbers."""
+import gzip
+import json
+from datetime import date
+
+import pytest
+from django.db import connection
+
+from profiles.feeds import feed_load
+from profiles.models import FeedBatch, RejectedRow, Source, SourceRecord
+from tests.factories import cn_resident_id, customer
+
+pytestmark = pytest.mark.django_db
+
+GOOD = [
+    customer("C1", full_name="张伟", gender="M", birth_date="1990-01-01", id_type="CN_RESIDENT",
+             id_number=cn_resident_id(date(1990, 1, 1)), phone="138 2468 1357", email="Zhang.Wei@Example.com"),
+    customer("C2", full_name="李娜", gender="F", birth_date="1985-06-30", phone="13912345678"),
+    customer("C3", full_name="王芳", gender="F", birth_date="1979-12-31"),
+]
+
+
+def test_good_rows_load_while_bad_rows_are_rejected_with_row_number_and_reason(write_feed):
+    rows = GOOD + [customer("", full_name="无键"), customer("C5", birth_date="1990-02-30"), customer("C6", gender="X")]
+    batch = feed_load(source="core", path=write_feed(rows))
+
+    assert batch.status == FeedBatch.Status.SUCCEEDED
+    assert (batch.rows_read, batch.rows_created, batch.rows_rejected) == (6, 3, 3)
+    rejected = {r.row_number: r.reason for r in RejectedRow.objects.filter(batch=batch)}
+    assert set(rejected) == {4, 5, 6}
+    assert rejected[4].startswith("customer_key")
+    assert rejected[5].startswith("birth_date")
+    assert rejected[6].startswith("gender")
+    assert set(SourceRecord.objects.values_list("customer_key", flat=True)) == {"C1", "C2", "C3"}
+
+
+def test_loaded_record_is_normalised(write_feed):
+    feed_load(source="core", path=write_feed(GOOD))
+    record = SourceRecord.objects.get(customer_key="C1")
+    assert record.phone == "+8613824681357"
+    assert record.email == "zhang.wei@example.com"
+    assert record.id_valid is True
+    assert record.id_number_masked == "110***********" + cn_resident_id(date(1990, 1, 1))[-4:]
+    assert record.cif_ref == "C1"  # core is the CIF authority
+
+
+def test_reloading_the_same_file_changes_nothing(write_feed):
+    path = write_feed(GOOD)
+    feed_load(source="core", path=path)
+    before = list(SourceRecord.objects.order_by("pk").values())
+
+    batch = feed_load(source="core", path=path)
+
+    assert (batch.rows_unchanged, batch.rows_created, batch.rows_updated) == (3, 0, 0)
+    after = list(SourceRecord.objects.order_by("pk").values())
+    assert after == before
+
+
+def test_a_changed_row_is_updated_and_others_stay_unchanged(write_feed):
+    feed_load(source="core", path=write_feed(GOOD))
+    changed = [dict(GOOD[0], phone="13700000001")] + GOOD[1:]
+    batch = feed_load(source="core", path=write_feed(changed))
+    assert (batch.rows_updated, batch.rows_unchanged) == (1, 2)
+    record = SourceRecord.objects.get(customer_key="C1")
+    assert record.phone == "+8613700000001"
+    assert record.last_batch_id == batch.pk and record.first_batch_id != batch.pk
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary"),
+    ("name,phone\n张伟,138\n".encode(), "customer_key is missing"),
+    (b"", "empty"),
+])
+def test_a_file_that_is_not_a_feed_fails_clearly_and_changes_nothing(tmp_path, write_feed, content, message):
+    feed_load(source="core", path=write_feed(GOOD))
+    before = list(SourceRecord.objects.order_by("pk").values())
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+
+    batch = feed_load(source="core", path=path)
+
+    assert batch.status == FeedBatch.Status.FAILED
+    assert message in batch.error
+    assert list(SourceRecord.objects.order_by("pk").values()) == before
+
+
+def test_undecodable_bytes_after_good_rows_fail_the_whole_file(tmp_path):
+    lines = ["customer_key,full_name"] + [f"K{i},name {i}" for i in range(2000)]
+    path = tmp_path / "broken.csv"
+    path.write_bytes("\n".join(lines).encode() + b"\nK9999,\xff\xfe broken\n")
+
+    batch = feed_load(source="core", path=path)
+
+    assert batch.status == FeedBatch.Status.FAILED
+    assert "cannot decode" in batch.error
+    assert SourceRecord.objects.count() == 0
+
+
+def test_source_column_mapping_renames_headers_without_code(tmp_path):
+    path = tmp_path / "core_export.csv"
+    path.write_text("CUST_NO,full_name,birth_date\nX1,赵敏,1992-03-04\n", encoding="utf-8")
+    batch = feed_load(source="core", path=path)
+    assert batch.rows_created == 1
+    assert SourceRecord.objects.get().customer_key == "X1"
+
+    Source.objects.filter(code="wealth").update(column_mapping={"KHH": "customer_key", "XM": "full_name"})
+    path = tmp_path / "wealth_export.csv"
+    path.write_text("KHH,XM\nW1,钱七\n", encoding="utf-8")
+    feed_load(source="wealth", path=path)
+    assert SourceRecord.objects.get(customer_key="W1").full_name == "钱七"
+
+
+def test_gb18030_bom_utf8_jsonl_and_gzip_feeds_load(tmp_path, write_feed):
+    gb = write_feed([customer("G1", full_name="孙悟空")], encoding="gb18030")
+    assert feed_load(source="core", path=gb, encoding="gb18030").rows_created == 1
+    bom = write_feed([customer("B1", full_name="猪八戒")], encoding="utf-8-sig")
+    assert feed_load(source="core", path=bom).rows_created == 1
+    jsonl = tmp_path / "wealth.jsonl.gz"
+    with gzip.open(jsonl, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"customer_key": "J1", "full_name": "沙僧", "risk_level": "c3"}, ensure_ascii=False) + "\n")
+        fh.write("{not json\n")
+    batch = feed_load(source="wealth", path=jsonl)
+    assert (batch.rows_created, batch.rows_rejected) == (1, 1)
+    assert SourceRecord.objects.get(customer_key="J1").attributes == {"risk_level": "C3"}
+    assert set(SourceRecord.objects.values_list("full_name", flat=True)) == {"孙悟空", "猪八戒", "沙僧"}
+
+
+def test_duplicate_key_in_one_file_is_rejected_with_the_first_row(write_feed):
+    batch = feed_load(source="core", path=write_feed([GOOD[0], GOOD[1], dict(GOOD[0], full_name="other")]))
+    assert batch.rows_rejected == 1
+    assert RejectedRow.objects.get(batch=batch).reason == "customer_key: duplicate of row 1"
+
+
+def _luhn_pan(prefix: str) -> str:
+    digits = [int(d) for d in prefix]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 0:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return prefix + str((10 - total % 10) % 10)
+
+
+def test_full_card_number_is_never_stored(write_feed):
+    pan = _luhn_pan("622202123456789")
+    bad_pan = pan[:-1] + str((int(pan[-1]) + 1) % 10)
+    rows = [customer("H1", full_name="周杰", pan=pan, credit_limit="50000"),
+            customer("H2", full_name="吴磊", pan=bad_pan)]
+    batch = feed_load(source="card", path=write_feed(rows))
+
+    record = SourceRecord.objects.get(customer_key="H1")
+    assert (record.pan_bin, record.pan_last4) == (pan[:6], pan[-4:])
+    assert record.pan_token and pan not in record.pan_token
+    rejected = RejectedRow.objects.get(batch=batch)
+    assert rejected.reason.startswith("pan")
+    with connection.cursor() as cur:
+        for table in ("profiles_sourcerecord", "profiles_rejectedrow", "profiles_feedbatch"):
+            cur.execute(f"SELECT * FROM {table}")
+            dump = repr(cur.fetchall())
+            assert pan not in dump and bad_pan not in dump, table
