@@ -1,0 +1,198 @@
+"""Admin for data engineers: sources, rules, batches and rejects, profiles (masked), review and unmerge."""
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from .models import (
+    AttributeLineage, CustomerProfile, DoNotLink, FeedBatch, MatchRule, PossibleDuplicate, RejectedRow, Source,
+    SourceRecord, SuppressedIdentifier,
+)
+from .normalize import mask_email, mask_name, mask_phone
+from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
+
+MASKERS = {"full_name": mask_name, "family_name": mask_name, "given_name": mask_name, "phone": mask_phone,
+           "email": mask_email, "address": lambda v: v[:6] + "…" if len(v) > 6 else "…"}
+
+
+def masked(obj, name: str) -> str:
+    value = getattr(obj, name)
+    if value in (None, ""):
+        return "—"
+    return MASKERS[name](str(value)) if name in MASKERS else str(value)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Source)
+class SourceAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "priority", "is_cif_authority", "is_active", "column_mapping")
+    list_editable = ("priority", "is_active")
+
+
+@admin.register(MatchRule)
+class MatchRuleAdmin(admin.ModelAdmin):
+    list_display = ("name", "priority", "fields", "is_active")
+    list_editable = ("priority", "is_active")
+
+
+class RejectedRowInline(admin.TabularInline):
+    model = RejectedRow
+    fields = ("row_number", "reason", "raw")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+
+@admin.register(FeedBatch)
+class FeedBatchAdmin(ReadOnlyAdmin):
+    list_display = ("id", "source", "kind", "status", "rows_read", "rows_created", "rows_updated", "rows_unchanged",
+                    "rows_rejected", "started_at", "finished_at")
+    list_filter = ("status", "source", "kind")
+    readonly_fields = [f.name for f in FeedBatch._meta.fields]
+    inlines = [RejectedRowInline]
+
+
+@admin.register(RejectedRow)
+class RejectedRowAdmin(ReadOnlyAdmin):
+    list_display = ("batch", "row_number", "reason")
+    list_filter = ("batch__source",)
+    search_fields = ("reason",)
+    list_select_related = ("batch__source",)
+
+
+class SourceRecordInline(admin.TabularInline):
+    model = SourceRecord
+    fields = ("source", "customer_key", "masked_name", "birth_date", "masked_phone", "id_number_masked", "last_batch")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    @admin.display(description="name")
+    def masked_name(self, obj):
+        return masked(obj, "full_name")
+
+    @admin.display(description="phone")
+    def masked_phone(self, obj):
+        return masked(obj, "phone")
+
+
+def _masked_column(name: str):
+    @admin.display(description=name.replace("_", " "))
+    def column(self, obj):
+        return masked(obj, name)
+
+    column.__name__ = f"masked_{name}"
+    return column
+
+
+@admin.register(CustomerProfile)
+class CustomerProfileAdmin(ReadOnlyAdmin):
+    list_display = ("public_id", "masked_full_name", "gender", "birth_date", "masked_phone", "city", "record_count",
+                    "status", "updated_at")
+    list_filter = ("status", "gender")
+    search_fields = ("=public_id",)
+    show_full_result_count = False
+    fields = ("public_id", "status", "merged_into", "masked_full_name", "gender", "birth_date", "id_type",
+              "id_number_masked", "masked_phone", "masked_email", "masked_address", "city", "postcode",
+              "record_count", "lineage_table", "created_at", "updated_at")
+    readonly_fields = fields
+    inlines = [SourceRecordInline]
+    actions = ["unmerge"]
+
+    masked_full_name = _masked_column("full_name")
+    masked_phone = _masked_column("phone")
+    masked_email = _masked_column("email")
+    masked_address = _masked_column("address")
+
+    @admin.display(description="lineage")
+    def lineage_table(self, obj):
+        rows = AttributeLineage.objects.filter(profile=obj).select_related("record__source", "batch")
+        return format_html(
+            "<table><tr><th>attribute</th><th>source record</th><th>batch</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}:{}</td><td>#{}</td></tr>", (
+                (r.attribute, r.record.source.code, r.record.customer_key, r.batch_id) for r in rows
+            )),
+        )
+
+    @admin.action(description="Unmerge: split into the profiles the deterministic rules support")
+    def unmerge(self, request, queryset):
+        for profile in queryset:
+            report = profile_unmerge(profile=profile, decided_by=request.user.get_username())
+            messages.info(request, f"{profile.public_id}: {report.profiles_created} profile(s) split off")
+
+
+# Shown only masked in the admin.
+CLEAR_PERSONAL_FIELDS = ("full_name", "family_name", "given_name", "name_key", "phone", "email", "address", "pan_token")
+
+
+@admin.register(SourceRecord)
+class SourceRecordAdmin(ReadOnlyAdmin):
+    list_display = ("source", "customer_key", "profile", "masked_full_name", "birth_date", "masked_phone",
+                    "id_number_masked", "id_valid", "pan_display", "needs_resolution")
+    list_filter = ("source", "id_valid", "needs_resolution")
+    search_fields = ("=customer_key", "=profile__public_id")
+    list_select_related = ("source", "profile")
+    show_full_result_count = False
+    exclude = CLEAR_PERSONAL_FIELDS
+    readonly_fields = [f.name for f in SourceRecord._meta.fields if f.name not in CLEAR_PERSONAL_FIELDS] + [
+        "masked_full_name", "masked_phone", "masked_email"]
+
+    masked_full_name = _masked_column("full_name")
+    masked_phone = _masked_column("phone")
+    masked_email = _masked_column("email")
+
+    @admin.display(description="card")
+    def pan_display(self, obj):
+        return f"{obj.pan_bin}******{obj.pan_last4}" if obj.pan_last4 else "—"
+
+
+@admin.register(PossibleDuplicate)
+class PossibleDuplicateAdmin(ReadOnlyAdmin):
+    list_display = ("id", "record_a", "record_b", "probability", "status", "created_at", "decided_by")
+    list_filter = ("status",)
+    list_select_related = ("record_a__source", "record_b__source")
+    readonly_fields = ("record_a", "record_b", "probability", "evidence", "status", "decided_at", "decided_by")
+    actions = ["accept", "reject"]
+
+    @admin.action(description="Accept: same customer, merge")
+    def accept(self, request, queryset):
+        for duplicate in queryset.filter(status=PossibleDuplicate.Status.OPEN):
+            possible_duplicate_accept(duplicate=duplicate, decided_by=request.user.get_username())
+        messages.info(request, "Accepted; the profiles were merged.")
+
+    @admin.action(description="Reject: different customers, never link")
+    def reject(self, request, queryset):
+        for duplicate in queryset.filter(status=PossibleDuplicate.Status.OPEN):
+            possible_duplicate_reject(duplicate=duplicate, decided_by=request.user.get_username())
+        messages.info(request, "Rejected; the pair is now a do-not-link pair.")
+
+
+@admin.register(DoNotLink)
+class DoNotLinkAdmin(admin.ModelAdmin):
+    list_display = ("record_a", "record_b", "reason", "created_by", "created_at")
+    raw_id_fields = ("record_a", "record_b")
+
+
+@admin.register(SuppressedIdentifier)
+class SuppressedIdentifierAdmin(ReadOnlyAdmin):
+    list_display = ("field", "masked_value", "source", "record_count", "detected_at")
+    list_filter = ("field", "source")
+    exclude = ("value",)
+    readonly_fields = ("field", "masked_value", "source", "record_count", "detected_at")
+
+    @admin.display(description="value")
+    def masked_value(self, obj):
+        if obj.field == "phone":
+            return mask_phone(obj.value)
+        if obj.field == "email":
+            return mask_email(obj.value)
+        return obj.value[:4] + "…"
+    list_select_related = ("source",)

@@ -1,0 +1,226 @@
+"""Identity resolution: each rule, guard rails, survivorship and lineage, merges, unmerge, deltas."""
+from datetime import date
+
+import pytest
+
+from profiles.feeds import feed_load
+from profiles.models import AttributeLineage, CustomerProfile, DoNotLink, SourceRecord, SuppressedIdentifier
+from profiles.resolution import identity_resolve
+from profiles.selectors import profile_get
+from profiles.services import identity_map_export, profile_unmerge
+from tests.factories import cn_resident_id, customer
+
+pytestmark = pytest.mark.django_db
+
+
+def load(write_feed, source: str, rows: list[dict]):
+    batch = feed_load(source=source, path=write_feed(rows))
+    assert batch.status == "succeeded", batch.error
+    assert batch.rows_rejected == 0, list(batch.rejected_rows.values_list("reason", flat=True))
+    return batch
+
+
+def groups() -> set[frozenset[str]]:
+    """The partition of records into profiles, as sets of 'source:key'."""
+    result: dict[int, set[str]] = {}
+    for profile_id, source, key in SourceRecord.objects.values_list("profile_id", "source__code", "customer_key"):
+        result.setdefault(profile_id, set()).add(f"{source}:{key}")
+    return {frozenset(g) for g in result.values()}
+
+
+ID_1990 = cn_resident_id(date(1990, 1, 1))
+ID_1991 = cn_resident_id(date(1991, 2, 2))
+INVALID_ID = ID_1990[:-1] + ("0" if ID_1990[-1] != "0" else "1")
+
+RULE_CASES = {
+    "id_number": (
+        customer("C1", full_name="张伟", id_type="CN_RESIDENT", id_number=ID_1990),
+        customer("K1", full_name="Zhang Wei", id_type="CN_RESIDENT", id_number=ID_1990),
+        customer("K1", full_name="Zhang Wei", id_type="CN_RESIDENT", id_number=INVALID_ID),
+    ),
+    "core_cif": (
+        customer("C1", full_name="张伟"),
+        customer("K1", full_name="Zhang Wei", core_cif="C1"),
+        customer("K1", full_name="Zhang Wei", core_cif="C2"),
+    ),
+    "phone_and_birth_date": (
+        customer("C1", full_name="张伟", phone="13824681357", birth_date="1990-01-01"),
+        customer("K1", full_name="Zhang Wei", phone="+86 138-2468-1357", birth_date="1990-01-01"),
+        customer("K1", full_name="Zhang Wei", phone="+86 138-2468-1357", birth_date="1990-01-02"),
+    ),
+    "email_and_name": (
+        customer("C1", full_name="Li Na", email="li.na@example.com"),
+        customer("K1", full_name="LI  NA", email="Li.Na@Example.com"),
+        customer("K1", full_name="Li Nan", email="li.na@example.com"),
+    ),
+    "name_birth_date_postcode": (
+        customer("C1", full_name="王芳", birth_date="1979-12-31", postcode="100020"),
+        customer("K1", full_name="王芳", birth_date="1979-12-31", postcode="100020"),
+        customer("K1", full_name="王芳", birth_date="1979-12-31", postcode="200001"),
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", RULE_CASES)
+def test_each_rule_links_records_that_agree_on_all_its_identifiers(write_feed, rule):
+    core, card, _ = RULE_CASES[rule]
+    load(write_feed, "core", [core])
+    load(write_feed, "card", [card])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"})}
+
+
+@pytest.mark.parametrize("rule", RULE_CASES)
+def test_each_rule_does_not_link_when_one_identifier_differs(write_feed, rule):
+    core, _, near_miss = RULE_CASES[rule]
+    load(write_feed, "core", [core])
+    load(write_feed, "card", [near_miss])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1"}), frozenset({"card:K1"})}
+
+
+def test_identifier_shared_by_too_many_records_is_not_used_and_is_reported(write_feed, settings):
+    settings.CDP_MAX_SHARED_IDENTIFIER = 3
+    branch_phone = "010-6655 8800"
+    rows = [customer(f"C{i}", full_name=f"客户{i}", phone=branch_phone, birth_date="1980-05-05") for i in range(4)]
+    load(write_feed, "core", rows)
+    identity_resolve()
+
+    assert len(groups()) == 4
+    suppressed = SuppressedIdentifier.objects.get(field="phone")
+    assert (suppressed.value, suppressed.record_count) == ("+861066558800", 4)
+
+
+def test_records_with_different_valid_id_numbers_never_merge(write_feed):
+    same_contact = {"phone": "13912345678", "birth_date": "1990-01-01"}
+    load(write_feed, "core", [customer("C1", id_type="CN_RESIDENT", id_number=ID_1990, **same_contact),
+                              customer("C2", id_type="CN_RESIDENT", id_number=ID_1991, **same_contact)])
+    load(write_feed, "card", [customer("K1", core_cif="C1", **same_contact)])
+    identity_resolve()
+    groups_found = groups()
+    assert len(groups_found) == 2
+    assert frozenset({"core:C1", "card:K1"}) in groups_found  # the stronger CIF link wins over phone+birth date
+
+
+def test_a_cluster_cannot_grow_past_the_size_cap(write_feed, settings):
+    settings.CDP_MAX_CLUSTER_SIZE = 3
+    # A chain of different rules: each consecutive pair shares one rule's identifiers.
+    load(write_feed, "core", [
+        customer("C1", full_name="甲", phone="13900000001", birth_date="1990-01-01"),
+        customer("C2", full_name="乙", phone="13900000001", birth_date="1990-01-01", email="x@bank.cn"),
+        customer("C3", full_name="乙", email="x@bank.cn", birth_date="1991-01-01", postcode="100000"),
+        customer("C4", full_name="乙", birth_date="1991-01-01", postcode="100000"),
+    ])
+    identity_resolve()
+    sizes = sorted(len(g) for g in groups())
+    assert sizes == [1, 3]
+
+
+def test_survivorship_prefers_source_priority_then_recency_and_records_lineage(write_feed):
+    core_batch = load(write_feed, "core", [
+        customer("C1", full_name="张伟", id_type="CN_RESIDENT", id_number=ID_1990, city="北京",
+                 updated_at="2020-01-01T00:00:00"),
+        customer("C2", full_name="张伟", id_type="CN_RESIDENT", id_number=ID_1990, city="上海",
+                 email="new@bank.cn", updated_at="2025-01-01T00:00:00"),
+    ])
+    card_batch = load(write_feed, "card", [
+        customer("K1", full_name="Zhang Wei", core_cif="C1", phone="13824681357", email="card@bank.cn",
+                 updated_at="2026-01-01T00:00:00"),
+    ])
+    identity_resolve()
+
+    profile = CustomerProfile.objects.get(status="active")
+    assert profile.full_name == "张伟"  # core outranks the newer card value
+    assert profile.city == "上海"  # within core, the most recent record wins
+    assert profile.email == "new@bank.cn"  # core again, although card's is newer
+    assert profile.phone == "+8613824681357"  # only card has one
+    lineage = {l.attribute: (l.record.source.code, l.record.customer_key, l.batch_id)
+               for l in AttributeLineage.objects.filter(profile=profile).select_related("record__source")}
+    assert lineage["phone"] == ("card", "K1", card_batch.pk)
+    assert lineage["address"] == ("core", "C2", core_batch.pk)
+    assert lineage["name"][0] == "core"
+    assert profile.record_count == 3
+
+
+def test_merge_keeps_all_records_and_the_absorbed_id_resolves_to_the_survivor(write_feed):
+    load(write_feed, "core", [customer("C1", full_name="李娜", phone="13700000001")])
+    load(write_feed, "card", [customer("K1", full_name="Li Na", phone="13700000002")])
+    identity_resolve()
+    before = {r.customer_key: r.profile.public_id for r in SourceRecord.objects.select_related("profile")}
+    assert before["C1"] != before["K1"]
+
+    load(write_feed, "card", [customer("K1", full_name="Li Na", phone="13700000002", core_cif="C1")])
+    report = identity_resolve()
+
+    assert report.profiles_merged == 1
+    survivor = CustomerProfile.objects.get(status="active")
+    assert set(survivor.records.values_list("customer_key", flat=True)) == {"C1", "K1"}
+    absorbed_id = ({before["C1"], before["K1"]} - {survivor.public_id}).pop()
+    resolved, was_absorbed = profile_get(public_id=absorbed_id)
+    assert resolved == survivor and was_absorbed
+    assert profile_get(public_id=survivor.public_id) == (survivor, False)
+
+
+def test_unmerge_splits_and_do_not_link_survives_a_reload(write_feed):
+    load(write_feed, "core", [customer("C1", full_name="陈晨", phone="13600000001", birth_date="1988-08-08")])
+    card_rows = [customer("K1", full_name="Chen Chen", phone="13600000001", birth_date="1988-08-08")]
+    load(write_feed, "card", card_rows)
+    identity_resolve()
+    profile = CustomerProfile.objects.get(status="active")
+    card_record = SourceRecord.objects.get(customer_key="K1")
+
+    profile_unmerge(profile=profile, split_off=[card_record.pk], decided_by="tester")
+    assert groups() == {frozenset({"core:C1"}), frozenset({"card:K1"})}
+    assert DoNotLink.objects.count() == 1
+
+    load(write_feed, "card", [dict(card_rows[0], email="chen@bank.cn")])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1"}), frozenset({"card:K1"})}
+    identity_resolve(full=True)
+    assert groups() == {frozenset({"core:C1"}), frozenset({"card:K1"})}
+
+
+def test_delta_load_re_resolves_only_touched_records_and_their_profiles(write_feed):
+    core = [customer(f"C{i}", full_name=f"客户{i}", phone=f"1350000{i:04d}", birth_date="1970-01-01")
+            for i in range(50)]
+    card = [customer(f"K{i}", full_name=f"Ke Hu {i}", core_cif=f"C{i}") for i in range(50)]
+    load(write_feed, "core", core)
+    load(write_feed, "card", card)
+    identity_resolve()
+    untouched_before = dict(CustomerProfile.objects.values_list("public_id", "updated_at"))
+
+    load(write_feed, "card", [dict(card[7], email="k7@bank.cn")])
+    report = identity_resolve()
+
+    assert report.records_resolved == 1
+    assert report.scope_records == 2
+    after = dict(CustomerProfile.objects.values_list("public_id", "updated_at"))
+    changed = {pid for pid in after if after[pid] != untouched_before[pid]}
+    assert changed == {SourceRecord.objects.get(customer_key="K7").profile.public_id}
+    assert SourceRecord.objects.get(customer_key="K7").profile.email == "k7@bank.cn"
+
+
+def test_resolution_is_idempotent_and_full_rerun_gives_the_same_partition(write_feed):
+    load(write_feed, "core", [customer("C1", full_name="A", phone="13100000001", birth_date="1990-01-01"),
+                              customer("C2", full_name="B")])
+    load(write_feed, "card", [customer("K1", core_cif="C2"), customer("K2", phone="13100000001",
+                                                                    birth_date="1990-01-01")])
+    identity_resolve()
+    first = groups()
+    ids = dict(SourceRecord.objects.values_list("customer_key", "profile__public_id"))
+    assert identity_resolve().records_resolved == 0
+    identity_resolve(full=True)
+    assert groups() == first
+    assert dict(SourceRecord.objects.values_list("customer_key", "profile__public_id")) == ids
+
+
+def test_identity_map_export_lists_every_record_with_its_profile(write_feed, tmp_path):
+    load(write_feed, "core", [customer("C1"), customer("C2")])
+    load(write_feed, "card", [customer("K1", core_cif="C1")])
+    identity_resolve()
+    out = tmp_path / "map.csv"
+    assert identity_map_export(path=out) == 3
+    lines = out.read_text().splitlines()
+    assert lines[0] == "profile_id,source,customer_key"
+    by_key = {line.split(",")[2]: line.split(",")[0] for line in lines[1:]}
+    assert by_key["C1"] == by_key["K1"] != by_key["C2"]
