@@ -122,7 +122,8 @@ class CustomerProfile(models.Model):
 class SourceRecord(models.Model):
     """A customer as one source system knows it, normalised; never deleted by a merge."""
 
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="records")
+    # Indexed through uniq_source_customer_key, whose first column it is.
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="records", db_index=False)
     customer_key = models.CharField(max_length=64)
     profile = models.ForeignKey(CustomerProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="records")
 
@@ -152,8 +153,9 @@ class SourceRecord(models.Model):
 
     # Digest of the raw row: a reload of an unchanged row is recognised without re-normalising it.
     row_digest = models.CharField(max_length=32)
-    first_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+")
-    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+")
+    # Unindexed: batches are never deleted in bulk, and every index costs on a million-row load.
+    first_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
     # Set by a load, cleared by identity resolution: an interrupted resolution is finished by the next one.
     needs_resolution = models.BooleanField(default=True)
     loaded_at = models.DateTimeField()
@@ -161,7 +163,6 @@ class SourceRecord(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["source", "customer_key"], name="uniq_source_customer_key")]
         indexes = [
-            models.Index(fields=["profile"]),
             models.Index(fields=["needs_resolution"], condition=Q(needs_resolution=True), name="record_needs_resolution"),
         ]
 
@@ -189,8 +190,8 @@ class MatchRule(models.Model):
 class MatchKey(models.Model):
     """The key a record has under a rule; records sharing (rule, key) are linked."""
 
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="match_keys")
-    rule = models.ForeignKey(MatchRule, on_delete=models.CASCADE, related_name="+")
+    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="match_keys", db_index=False)
+    rule = models.ForeignKey(MatchRule, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=400)
 
     class Meta:
@@ -273,10 +274,10 @@ class PossibleDuplicate(models.Model):
 class AttributeLineage(models.Model):
     """Which source record and batch supplied a golden attribute of a profile."""
 
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage")
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage", db_index=False)
     attribute = models.CharField(max_length=32)
     record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="+")
-    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+")
+    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "attribute"], name="uniq_profile_attribute")]
