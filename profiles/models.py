@@ -292,3 +292,22 @@ class ProbabilisticModel(models.Model):
 
     class Meta:
         get_latest_by = "created_at"
+
+
+class Consent(models.Model):
+    """A customer's marketing consent for one channel, with when and where it was given or withdrawn."""
+
+    class Channel(models.TextChoices):
+        SMS = "sms"
+        EMAIL = "email"
+        PUSH = "push"
+        PHONE = "phone"
+
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="consents", db_index=False)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    granted = models.BooleanField()
+    source = models.CharField(max_length=32, help_text="Where the decision came from: a source system, api, admin")
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["profile", "channel"], name="uniq_profile_channel_consent")]
