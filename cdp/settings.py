@@ -117,6 +117,8 @@ CDP_MAX_SHARED_IDENTIFIER = env_int("CDP_MAX_SHARED_IDENTIFIER", 5)
 CDP_MAX_CLUSTER_SIZE = env_int("CDP_MAX_CLUSTER_SIZE", 20)
 CDP_MATCH_PROBABILITY_LINK = float(os.environ.get("CDP_MATCH_PROBABILITY_LINK", "0.99"))
 CDP_MATCH_PROBABILITY_REVIEW = float(os.environ.get("CDP_MATCH_PROBABILITY_REVIEW", "0.80"))
+# work_mem for the transactions of loads and resolutions (big sorts and hash joins).
+CDP_BULK_WORK_MEM = os.environ.get("CDP_BULK_WORK_MEM", "256MB")
 CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
 
 LOGGING = {

@@ -327,6 +327,7 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
         batch = FeedBatch.objects.create(source=source, file_name=str(path), file_sha256=_file_sha256(path))
         try:
             with transaction.atomic():
+                sql.set_work_mem()
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)
                 _upsert_staged(state.staged)
                 RejectedRow.objects.bulk_create(

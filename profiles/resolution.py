@@ -119,11 +119,13 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         if sql.is_postgres():
             # One resolution at a time: two would race to assign the same records.
             sql.execute("SELECT pg_advisory_xact_lock(%s)", [sql.advisory_lock_key("resolve", 0)])
+        sql.set_work_mem()
         if full:
             sql.execute(f"UPDATE {T_RECORD} SET needs_resolution = TRUE WHERE needs_resolution = FALSE")
         timer = _Timer(report)
         sql.create_temp_table("resolve_dirty", "record_id BIGINT PRIMARY KEY")
         sql.execute(f"INSERT INTO resolve_dirty (record_id) SELECT id FROM {T_RECORD} WHERE needs_resolution")
+        sql.analyze("resolve_dirty")
         report.records_resolved = sql.fetch_all("SELECT COUNT(*) FROM resolve_dirty")[0][0]
         if report.records_resolved == 0:
             sql.drop_temp_table("resolve_dirty")
@@ -145,7 +147,6 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         timer.lap("assign_profiles")
         _apply_survivorship()
         timer.lap("survivorship")
-        sql.execute(f"UPDATE {T_RECORD} SET needs_resolution = FALSE WHERE id IN (SELECT record_id FROM resolve_dirty)")
         for table in ("resolve_dirty", "resolve_scope", "resolve_profiles"):
             sql.drop_temp_table(table)
         timer.lap("finish")
@@ -235,6 +236,7 @@ def _run_probabilistic_tier(report: ResolutionReport, *, full: bool, train: bool
         f"AND NOT EXISTS (SELECT 1 FROM {T_LINK} l WHERE l.kind = 'manual' "
         f"AND (l.record_a_id = d.record_id OR l.record_b_id = d.record_id))"
     )
+    sql.analyze("resolve_candidates")
     report.probabilistic_candidates = sql.fetch_all("SELECT COUNT(*) FROM resolve_candidates")[0][0]
     if report.probabilistic_candidates == 0:
         sql.drop_temp_table("resolve_candidates")
@@ -326,6 +328,7 @@ def _build_scope(suppressed_records: list[int]) -> None:
             f"WHERE 1 = 1 ON CONFLICT DO NOTHING"
         )
     sql.drop_temp_table("resolve_seed_new")
+    sql.analyze("resolve_seed")
     sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
     sql.execute(
         f"INSERT INTO resolve_scope (record_id, profile_id) SELECT r.id, r.profile_id FROM {T_RECORD} r "
@@ -334,6 +337,7 @@ def _build_scope(suppressed_records: list[int]) -> None:
         f"WHERE r2.profile_id IS NOT NULL)"
     )
     sql.drop_temp_table("resolve_seed")
+    sql.analyze("resolve_scope")
 
 
 # --- 5. clustering -----------------------------------------------------------------------------------------
@@ -449,7 +453,11 @@ def _split_conflicted(labels, record_ids, edges, conflicted, id_of, dnl_pairs) -
 # --- 6. clusters -> profiles -------------------------------------------------------------------------------
 
 def _assign_profiles(report: ResolutionReport, record_ids: np.ndarray, labels: np.ndarray) -> None:
-    scope = sql.fetch_columns("SELECT record_id, COALESCE(profile_id, 0) AS profile_id FROM resolve_scope ORDER BY record_id")
+    scope = sql.fetch_columns(
+        "SELECT s.record_id, COALESCE(s.profile_id, 0) AS profile_id, "
+        "CASE WHEN d.record_id IS NULL THEN 0 ELSE 1 END AS dirty "
+        "FROM resolve_scope s LEFT JOIN resolve_dirty d ON d.record_id = s.record_id ORDER BY s.record_id"
+    )
     current = scope["profile_id"]
     # Count records per (cluster, current profile); a cluster keeps the profile that holds most of its records.
     has_profile = current > 0
@@ -484,17 +492,21 @@ def _assign_profiles(report: ResolutionReport, record_ids: np.ndarray, labels: n
     target = np.array([cluster_profile[int(c)] for c in labels], dtype=np.int64)
 
     sql.create_temp_table("resolve_assignment", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
-    changed = target != current
+    # Records that move, and every touched record (to clear its flag): one pass over the table, not two.
+    written = (target != current) | (scope["dirty"] == 1)
     sql.bulk_insert("resolve_assignment", ("record_id", "profile_id"),
-                    zip(record_ids[changed].tolist(), target[changed].tolist()))
+                    zip(record_ids[written].tolist(), target[written].tolist()))
+    sql.analyze("resolve_assignment")
     sql.execute(
-        f"UPDATE {T_RECORD} SET profile_id = a.profile_id FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
+        f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
+        f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
     )
     sql.drop_temp_table("resolve_assignment")
     if absorbed:
         _absorb_profiles(absorbed, now)
     sql.create_temp_table("resolve_profiles", "profile_id BIGINT PRIMARY KEY")
     sql.bulk_insert("resolve_profiles", ("profile_id",), ((p,) for p in sorted(set(cluster_profile.values()))))
+    sql.analyze("resolve_profiles")
     report.profiles_updated = len(cluster_profile) - len(new_ids)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow.csv as pacsv
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -26,6 +27,20 @@ def create_temp_table(name: str, columns_sql: str) -> None:
     with connection.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
         cur.execute(f"CREATE TEMP TABLE {quote(name)} ({columns_sql})")
+
+
+def analyze(table: str) -> None:
+    """Give the planner real row counts for a temp table just filled: autovacuum never analyses temp tables,
+    and a guess of a few thousand rows for a million-row table picks nested loops."""
+    if is_postgres():
+        execute(f"ANALYZE {quote(table)}")
+
+
+def set_work_mem() -> None:
+    """Raise work_mem for the current transaction so the big sorts and hash joins of a resolution or load stay
+    in memory (the server default of 4MB spills them to disk)."""
+    if is_postgres():
+        execute("SELECT set_config('work_mem', %s, true)", [settings.CDP_BULK_WORK_MEM])
 
 
 def drop_temp_table(name: str) -> None:
