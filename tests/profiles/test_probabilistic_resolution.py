@@ -1,0 +1,165 @@
+"""The probabilistic tier end to end: feeds loaded with feed_load, resolved with identity_resolve on PostgreSQL.
+
+The model is estimated from the data being loaded, so every test loads a background population from the
+sample-data generator (about 2,100 records of 1,000 people with realistic overlap) and adds hand-made pairs
+that no deterministic rule links: a clear match, a clear non-match and a borderline pair.
+"""
+import pytest
+from django.conf import settings
+
+from profiles.feeds import feed_load
+from profiles.models import (
+    CustomerProfile, DoNotLink, MatchKey, PossibleDuplicate, ProbabilisticModel, RecordLink, SourceRecord,
+)
+from profiles.resolution import identity_resolve
+from profiles.sample_data import CARD_FILE, CORE_FILE, WEALTH_FILE, generate_sample_feeds
+from profiles.services import possible_duplicate_accept, possible_duplicate_reject
+from tests.factories import customer
+
+pytestmark = pytest.mark.django_db
+
+# Clear match: the same rare name (Chinese in core, family + given name in card), the same phone, postcode and
+# city, the birth date with day and month transposed, no email in card. No rule fires: phone + birth date and
+# name + birth date + postcode need the exact birth date, email + name needs an email on both sides.
+CLEAR_MATCH = (
+    customer("PM1", full_name="欧阳晓明", gender="M", birth_date="1979-03-04", phone="13924681357",
+             email="oyxm79@example.cn", postcode="200031", city="上海市"),
+    customer("PM2", family_name="欧阳", given_name="晓明", gender="M", birth_date="1979-04-03",
+             phone="139 2468 1357", postcode="200031", city="上海市"),
+)
+# Clear non-match: compared (same birth date, same first character of the name), nothing else agrees.
+CLEAR_NON_MATCH = (
+    customer("PN1", full_name="赵志强", gender="M", birth_date="1966-05-05", phone="13724681301",
+             email="zzq66@example.cn", postcode="300021", city="天津市"),
+    customer("PN2", full_name="赵丽", gender="F", birth_date="1966-05-05", phone="13724681302",
+             email="zl66@example.cn", postcode="400022", city="重庆市"),
+)
+# Borderline: a very common name, the same birth date and city; different phones and postcodes, one email
+# missing. One person who changed phone and moved within the city, or two namesakes born the same day.
+BORDERLINE = (
+    customer("PB1", full_name="张伟", gender="M", birth_date="1985-09-17", phone="13724681331",
+             email="zw85@example.cn", postcode="200040", city="上海市"),
+    customer("PB2", full_name="张伟", gender="M", birth_date="1985-09-17", phone="18924681332",
+             postcode="200099", city="上海市"),
+)
+
+
+def load(source, path):
+    batch = feed_load(source=source, path=path)
+    assert batch.status == "succeeded", batch.error
+    return batch
+
+
+@pytest.fixture
+def resolved(write_feed, tmp_path):
+    """Background population plus the hand-made pairs (first of each pair in core, second in card), resolved."""
+    sample = tmp_path / "sample"
+    generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
+    for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
+        load(source, sample / name)
+    pairs = (CLEAR_MATCH, CLEAR_NON_MATCH, BORDERLINE)
+    load("core", write_feed([first for first, _ in pairs]))
+    load("card", write_feed([second for _, second in pairs]))
+    report = identity_resolve()
+    assert ProbabilisticModel.objects.exists(), "the tier should have estimated a model from the loaded data"
+    assert report.probabilistic_candidates > 0
+    return report
+
+
+def record(key: str) -> SourceRecord:
+    return SourceRecord.objects.select_related("profile").get(customer_key=key)
+
+
+def ordered_ids(key_a: str, key_b: str) -> tuple[int, int]:
+    return tuple(sorted((record(key_a).pk, record(key_b).pk)))
+
+
+def shared_rule_keys(key_a: str, key_b: str) -> set:
+    keys = lambda key: set(MatchKey.objects.filter(record=record(key)).values_list("rule_id", "key"))  # noqa: E731
+    return keys(key_a) & keys(key_b)
+
+
+def test_clear_match_that_no_rule_links_is_linked_into_one_profile(resolved):
+    assert shared_rule_keys("PM1", "PM2") == set()
+    a, b = record("PM1"), record("PM2")
+    assert a.profile_id == b.profile_id
+    profile = a.profile
+    assert profile.status == CustomerProfile.Status.ACTIVE and profile.record_count == 2
+    assert profile.email == "oyxm79@example.cn"  # golden record combines both: email only in core
+
+    link = RecordLink.objects.get(record_a_id=min(a.pk, b.pk), record_b_id=max(a.pk, b.pk))
+    assert link.kind == RecordLink.Kind.PROBABILISTIC
+    assert link.probability >= settings.CDP_MATCH_PROBABILITY_LINK
+    # the link explains itself: the model that made it and the weight of each comparison
+    assert link.evidence["model"] == ProbabilisticModel.objects.get().pk
+    comparisons = link.evidence["comparisons"]
+    assert comparisons["name_key"].startswith("exact") and comparisons["phone"].startswith("exact")
+    assert comparisons["birth_date"].startswith("typo")
+    assert not PossibleDuplicate.objects.filter(record_a_id=link.record_a_id, record_b_id=link.record_b_id).exists()
+
+
+def test_clear_non_match_stays_apart_and_is_not_sent_to_review(resolved):
+    assert record("PN1").profile_id != record("PN2").profile_id
+    pair = ordered_ids("PN1", "PN2")
+    assert not RecordLink.objects.filter(record_a_id=pair[0], record_b_id=pair[1]).exists()
+    assert not PossibleDuplicate.objects.filter(record_a_id=pair[0], record_b_id=pair[1]).exists()
+
+
+def borderline_duplicate() -> PossibleDuplicate:
+    a, b = ordered_ids("PB1", "PB2")
+    return PossibleDuplicate.objects.get(record_a_id=a, record_b_id=b)
+
+
+def test_borderline_pair_becomes_a_possible_duplicate_and_stays_apart(resolved):
+    duplicate = borderline_duplicate()
+    assert duplicate.status == PossibleDuplicate.Status.OPEN
+    assert settings.CDP_MATCH_PROBABILITY_REVIEW <= duplicate.probability < settings.CDP_MATCH_PROBABILITY_LINK
+    assert duplicate.evidence["comparisons"]["name_key"].startswith("exact")
+    assert duplicate.evidence["comparisons"]["phone"].startswith("different")
+    assert record("PB1").profile_id != record("PB2").profile_id
+    assert not RecordLink.objects.filter(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).exists()
+    assert resolved.possible_duplicates >= 1
+
+
+def test_accepting_the_possible_duplicate_merges_the_pair_for_good(resolved, write_feed):
+    before = {record("PB1").profile.public_id, record("PB2").profile.public_id}
+
+    possible_duplicate_accept(duplicate=borderline_duplicate(), decided_by="reviewer")
+
+    a, b = record("PB1"), record("PB2")
+    assert a.profile_id == b.profile_id
+    assert a.profile.public_id in before and a.profile.record_count == 2
+    absorbed = CustomerProfile.objects.get(public_id=(before - {a.profile.public_id}).pop())
+    assert (absorbed.status, absorbed.merged_into_id) == (CustomerProfile.Status.MERGED, a.profile_id)
+    duplicate = borderline_duplicate()
+    assert (duplicate.status, duplicate.decided_by) == (PossibleDuplicate.Status.ACCEPTED, "reviewer")
+    assert RecordLink.objects.get(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).kind == "manual"
+
+    # a changed card row and a full re-resolution keep the reviewer's decision
+    load("card", write_feed([dict(BORDERLINE[1], email="zhangwei.sh@example.cn")]))
+    identity_resolve()
+    identity_resolve(full=True)
+    assert record("PB1").profile_id == record("PB2").profile_id
+    assert PossibleDuplicate.objects.filter(status=PossibleDuplicate.Status.OPEN,
+                                            record_a_id=duplicate.record_a_id,
+                                            record_b_id=duplicate.record_b_id).count() == 0
+
+
+def test_rejecting_the_possible_duplicate_keeps_the_pair_apart_for_good(resolved, write_feed):
+    possible_duplicate_reject(duplicate=borderline_duplicate(), decided_by="reviewer")
+
+    duplicate = borderline_duplicate()
+    assert (duplicate.status, duplicate.decided_by) == (PossibleDuplicate.Status.REJECTED, "reviewer")
+    assert DoNotLink.objects.filter(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).exists()
+    assert record("PB1").profile_id != record("PB2").profile_id
+
+    # even when the card record changes so that a deterministic rule links the pair (email + name), and after
+    # a full re-resolution, the pair is neither merged, linked nor offered for review again
+    load("card", write_feed([dict(BORDERLINE[1], email="zw85@example.cn", full_name="张 伟 ")]))
+    identity_resolve()
+    identity_resolve(full=True)
+    assert shared_rule_keys("PB1", "PB2")
+    assert record("PB1").profile_id != record("PB2").profile_id
+    assert PossibleDuplicate.objects.filter(record_a_id=duplicate.record_a_id,
+                                            record_b_id=duplicate.record_b_id).get().status == "rejected"
+    assert not RecordLink.objects.filter(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).exists()
