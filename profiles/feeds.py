@@ -330,6 +330,7 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
                 sql.set_work_mem()
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)
                 _upsert_staged(state.staged)
+                sql.analyze_after_bulk_write(SourceRecord._meta.db_table, len(state.staged))
                 RejectedRow.objects.bulk_create(
                     [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],
                     batch_size=5000,

@@ -135,6 +135,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         suppressed_records = _refresh_suppressed_identifiers(report, rules)
         timer.lap("guard_rails")
         _refresh_match_keys(rules)
+        sql.analyze_after_bulk_write(T_KEY, report.records_resolved)
         timer.lap("match_keys")
         _run_probabilistic_tier(report, full=full, train=train)
         timer.lap("probabilistic")
@@ -310,6 +311,12 @@ def _probabilistic_model(universe: pa.Table, *, train: bool) -> ProbabilisticMod
 # --- 4. scope ----------------------------------------------------------------------------------------------
 
 def _build_scope(suppressed_records: list[int]) -> None:
+    if sql.fetch_all(f"SELECT NOT EXISTS (SELECT 1 FROM {T_RECORD} WHERE NOT needs_resolution)")[0][0]:
+        # Every record is touched (a first load, or --full): the scope is the whole table, no neighbours to find.
+        sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
+        sql.execute(f"INSERT INTO resolve_scope (record_id, profile_id) SELECT id, profile_id FROM {T_RECORD}")
+        sql.analyze("resolve_scope")
+        return
     sql.create_temp_table("resolve_seed", "record_id BIGINT PRIMARY KEY")
     sql.execute("INSERT INTO resolve_seed (record_id) SELECT record_id FROM resolve_dirty")
     # Records sharing a key or a link with a touched record, and those holding a newly suppressed value.
@@ -497,10 +504,12 @@ def _assign_profiles(report: ResolutionReport, record_ids: np.ndarray, labels: n
     sql.bulk_insert("resolve_assignment", ("record_id", "profile_id"),
                     zip(record_ids[written].tolist(), target[written].tolist()))
     sql.analyze("resolve_assignment")
-    sql.execute(
+    moved = sql.execute(
         f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
         f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
     )
+    sql.analyze_after_bulk_write(T_RECORD, moved)
+    sql.analyze_after_bulk_write(T_PROFILE, len(new_ids))
     sql.drop_temp_table("resolve_assignment")
     if absorbed:
         _absorb_profiles(absorbed, now)

@@ -36,6 +36,16 @@ def analyze(table: str) -> None:
         execute(f"ANALYZE {quote(table)}")
 
 
+# Rows written by one statement from which the table's planner statistics are refreshed at once: autovacuum
+# analyses only after the transaction, too late for the statements of the same load or resolution that need them.
+BULK_ANALYZE_ROWS = 50_000
+
+
+def analyze_after_bulk_write(table: str, rows_written: int) -> None:
+    if rows_written >= BULK_ANALYZE_ROWS:
+        analyze(table)
+
+
 def set_work_mem() -> None:
     """Raise work_mem for the current transaction so the big sorts and hash joins of a resolution or load stay
     in memory (the server default of 4MB spills them to disk)."""
