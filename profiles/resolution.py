@@ -219,8 +219,10 @@ def _refresh_match_keys(rules: list[MatchRule]) -> None:
 
 # --- 3. probabilistic tier ---------------------------------------------------------------------------------
 
-_PROBABILISTIC_COLUMNS = ("record_id", "cluster_id", "is_candidate", "name_key", "birth_date", "phone", "email",
-                          "postcode", "city", "gender")
+_PROBABILISTIC_SCHEMA = pa.schema(
+    [("record_id", pa.int64()), ("cluster_id", pa.int64()), ("is_candidate", pa.bool_())]
+    + [(name, pa.string()) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender")]
+)
 
 
 def _run_probabilistic_tier(report: ResolutionReport, *, full: bool, train: bool | None) -> None:
@@ -278,19 +280,13 @@ def _probabilistic_universe(*, everything: bool) -> pa.Table:
         f"r.{col} IN (SELECT c.{col} FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
         for col in blocking
     )
-    rows = sql.fetch_all(
+    return sql.fetch_arrow(
         f"SELECT r.id, COALESCE(r.profile_id, -r.id), "
-        f"CASE WHEN r.id IN (SELECT record_id FROM resolve_candidates) THEN 1 ELSE 0 END, "
+        f"r.id IN (SELECT record_id FROM resolve_candidates), "
         f"r.name_key, CAST(r.birth_date AS TEXT), r.phone, r.email, r.postcode, r.city, r.gender "
-        f"FROM {T_RECORD} r WHERE {where}"
+        f"FROM {T_RECORD} r WHERE {where}",
+        _PROBABILISTIC_SCHEMA,
     )
-    columns = list(zip(*rows)) if rows else [[] for _ in _PROBABILISTIC_COLUMNS]
-    types = [pa.int64(), pa.int64(), pa.bool_()] + [pa.string()] * 7
-    arrays = [
-        pa.array([bool(v) for v in col] if t == pa.bool_() else list(col), type=t)
-        for col, t in zip(columns, types)
-    ]
-    return pa.Table.from_arrays(arrays, names=list(_PROBABILISTIC_COLUMNS))
 
 
 # Fewer records than this give EM too little to estimate match and non-match rates from.

@@ -9,6 +9,7 @@ import io
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 from django.conf import settings
 from django.db import connection
@@ -178,6 +179,36 @@ def fetch_columns(query: str, params: Sequence = ()) -> dict[str, np.ndarray]:
         return {name: np.empty(0, dtype=np.int64) for name in names}
     matrix = np.array(rows, dtype=np.int64)
     return {name: matrix[:, i] for i, name in enumerate(names)}
+
+
+def fetch_arrow(query: str, schema: pa.Schema, params: Sequence = ()) -> pa.Table:
+    """Run a query and return its rows as an Arrow table of `schema` (column names and types, in query order).
+
+    On PostgreSQL the rows stream through COPY and pyarrow's CSV reader instead of a Python tuple per row.
+    """
+    with connection.cursor() as cur:
+        if is_postgres():
+            rendered = cur.cursor.mogrify(query, params).decode()
+            buffer = io.BytesIO()
+            cur.cursor.copy_expert(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv)", buffer)
+            buffer.seek(0)
+            return pacsv.read_csv(
+                buffer,
+                read_options=pacsv.ReadOptions(column_names=schema.names),
+                # COPY writes NULL unquoted and an empty string quoted: only the first is null.
+                convert_options=pacsv.ConvertOptions(
+                    column_types=schema, strings_can_be_null=True, quoted_strings_can_be_null=False,
+                    true_values=["t"], false_values=["f"],
+                ),
+            )
+        cur.execute(query, params)
+        rows = cur.fetchall()
+    columns = list(zip(*rows)) if rows else [[] for _ in schema.names]
+    arrays = [
+        pa.array([None if v is None else bool(v) for v in c] if f.type == pa.bool_() else list(c), type=f.type)
+        for c, f in zip(columns, schema)
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def adapt_now():
