@@ -545,24 +545,36 @@ def _apply_survivorship() -> None:
         f"JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {present}"
         for group, (present, _) in SURVIVORSHIP_GROUPS.items()
     )
+    sql.drop_temp_table("resolve_winners")
     sql.execute(
-        f"INSERT INTO {T_LINEAGE} (profile_id, attribute, record_id, batch_id) "
+        f"CREATE TEMP TABLE resolve_winners AS "
         f"SELECT profile_id, attribute, record_id, batch_id FROM ({ranked}) x WHERE rn = 1"
     )
+    sql.execute(
+        f"INSERT INTO {T_LINEAGE} (profile_id, attribute, record_id, batch_id) "
+        f"SELECT profile_id, attribute, record_id, batch_id FROM resolve_winners"
+    )
+    # One row per profile with the winning record of each group, then each record fetched by primary key.
+    pivot = ", ".join(
+        f"MAX(CASE WHEN attribute = '{group}' THEN record_id END) AS w{n}"
+        for n, group in enumerate(SURVIVORSHIP_GROUPS)
+    )
     joins, columns = [], []
-    for n, (group, (_, fields)) in enumerate(SURVIVORSHIP_GROUPS.items()):
-        joins.append(
-            f"LEFT JOIN {T_LINEAGE} l{n} ON l{n}.profile_id = p.profile_id AND l{n}.attribute = '{group}' "
-            f"LEFT JOIN {T_RECORD} r{n} ON r{n}.id = l{n}.record_id"
-        )
+    for n, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()):
+        joins.append(f"LEFT JOIN {T_RECORD} r{n} ON r{n}.id = w.w{n}")
         columns += [f"r{n}.{f} AS {f}" for f in fields]
     golden_fields = [f for _, fields in SURVIVORSHIP_GROUPS.values() for f in fields]
     sql.drop_temp_table("resolve_golden")
     sql.execute(
         f"CREATE TEMP TABLE resolve_golden AS SELECT p.profile_id, {', '.join(columns)}, "
-        f"(SELECT COUNT(*) FROM {T_RECORD} c WHERE c.profile_id = p.profile_id) AS record_count "
-        f"FROM resolve_profiles p {' '.join(joins)}"
+        f"COALESCE(c.record_count, 0) AS record_count FROM resolve_profiles p "
+        f"LEFT JOIN (SELECT profile_id, {pivot} FROM resolve_winners GROUP BY profile_id) w "
+        f"ON w.profile_id = p.profile_id {' '.join(joins)} "
+        f"LEFT JOIN (SELECT r.profile_id, COUNT(*) AS record_count FROM {T_RECORD} r "
+        f"JOIN resolve_profiles rp ON rp.profile_id = r.profile_id GROUP BY r.profile_id) c "
+        f"ON c.profile_id = p.profile_id"
     )
+    sql.drop_temp_table("resolve_winners")
     assignments = ", ".join(f"{f} = g.{f}" for f in golden_fields + ["record_count"])
     sql.execute(
         f"UPDATE {T_PROFILE} SET {assignments}, status = 'active', merged_into_id = NULL, merged_at = NULL, "
