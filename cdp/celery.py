@@ -7,3 +7,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 app = Celery("cdp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# The one beat schedule. Per-segment schedules (interval or cron) live on the segment and are checked here.
+app.conf.beat_schedule = {
+    "segments-refresh-due": {"task": "segments.tasks.segments_refresh_due_task", "schedule": 300.0},
+}

@@ -10,6 +10,7 @@ from profiles.feeds import feed_load
 from profiles.models import CustomerProfile, PossibleDuplicate, SourceRecord
 from profiles.resolution import identity_resolve
 from profiles.sample_data import generate_sample_feeds
+from segments.sample_data import sample_segments_create
 
 SAMPLE_FEEDS = (("core", "core_customers.csv"), ("card", "card_customers.csv"), ("wealth", "wealth_customers.csv"))
 
@@ -45,6 +46,9 @@ class Command(BaseCommand):
             f"{CustomerProfile.objects.filter(status='active').count()} profiles; "
             f"{PossibleDuplicate.objects.filter(status='open').count()} possible duplicates to review"
         )
+        for job in sample_segments_create().jobs:
+            target = f"segment {job.segment.slug}" if job.segment_id else f"tag {job.tag.code}"
+            self.stdout.write(f"{target}: {job.member_count} members ({job.status})")
         password = self._admin_password()
         if no_serve:
             return

@@ -1,0 +1,295 @@
+"""Admin for marketers: segments with a visual rule builder and live preview, refresh now, members, consent-filtered
+CSV export, explain for a profile, size over time; refresh jobs."""
+import csv
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from profiles.admin import masked
+from profiles.models import Consent, CustomerProfile
+from tags.admin import TagDefinitionAdmin
+from tags.models import TagDefinition
+from tags.services import TagError, parse_profile_list
+
+from .models import RefreshJob, Segment
+from .rules import RuleContext, RuleError, catalogue, rule_validate
+from .selectors import (rule_diff, rule_preview, segment_explain, segment_history, segment_members,
+                        segment_members_for_channel, segment_sizes)
+from .services import cron_schedule, segment_rule_check, segment_save, segment_static_set_members
+from .tasks import segment_refresh_enqueue
+
+
+class RuleBuilderWidget(forms.Textarea):
+    """The rule as JSON in a hidden textarea, edited through a tree of groups and conditions (rule_builder.js)."""
+
+    template_name = "admin/segments/rule_builder_widget.html"
+
+    def __init__(self, *, preview_url: str = "", segment_id: int | None = None, tag_rule: bool = False):
+        super().__init__(attrs={"class": "rule-json", "rows": 6})
+        self.preview_url, self.segment_id, self.tag_rule = preview_url, segment_id, tag_rule
+
+    class Media:
+        js = ("segments/rule_builder.js",)
+        css = {"all": ("segments/rule_builder.css",)}
+
+    def get_context(self, name, value, attrs):
+        context = super().get_context(name, value, attrs)
+        context["builder"] = {
+            "catalogue": json.dumps({
+                "fields": catalogue(),
+                "tags": list(TagDefinition.objects.exclude(kind=TagDefinition.Kind.RULE if self.tag_rule else "")
+                             .values_list("code", flat=True)),
+                "segments": [] if self.tag_rule else list(Segment.objects.values_list("slug", flat=True)),
+            }),
+            "preview_url": self.preview_url,
+            "segment_id": self.segment_id or "",
+        }
+        return context
+
+
+def rule_error_message(error: RuleError) -> str:
+    return f"{error.path}: {error.message}"
+
+
+class SegmentForm(forms.ModelForm):
+    class Meta:
+        model = Segment
+        fields = ("name", "slug", "description", "kind", "rule", "status", "refresh_every_minutes", "refresh_cron",
+                  "owner", "holdout_percent")
+
+    def clean_refresh_cron(self):
+        value = self.cleaned_data["refresh_cron"].strip()
+        if value:
+            try:
+                cron_schedule(value)
+            except ValueError as exc:
+                raise ValidationError(str(exc))
+        return value
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("kind") == Segment.Kind.RULE and "rule" in cleaned:
+            if not cleaned["rule"]:
+                self.add_error("rule", "a rule segment needs a rule")
+            else:
+                try:
+                    segment_rule_check(rule=cleaned["rule"], slug=cleaned.get("slug"))
+                except RuleError as error:
+                    self.add_error("rule", rule_error_message(error))
+        return cleaned
+
+
+@admin.register(Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    form = SegmentForm
+    list_display = ("name", "slug", "kind", "status", "member_count", "holdout_count", "last_refreshed_at",
+                    "is_calculating", "error_flag", "members_link")
+    list_filter = ("status", "kind", "is_time_relative")
+    search_fields = ("name", "slug", "description")
+    prepopulated_fields = {"slug": ("name",)}
+    readonly_fields = ("inputs", "is_time_relative", "current_version", "member_count", "holdout_count",
+                       "last_refreshed_at", "last_error", "error_count", "members_link")
+    actions = ("refresh_now",)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        form.base_fields["rule"].widget = RuleBuilderWidget(preview_url=reverse("admin:segments_segment_preview"),
+                                                            segment_id=obj.pk if obj else None)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        if obj.owner_id is None:
+            obj.owner = request.user
+        segment_save(segment=obj)
+        if obj.kind == Segment.Kind.RULE:
+            segment_refresh_enqueue(segment=obj, trigger="saved")
+
+    @admin.display(description="error", boolean=True)
+    def error_flag(self, obj):
+        return not obj.last_error
+
+    @admin.display(description="members")
+    def members_link(self, obj):
+        if not obj.pk:
+            return "—"
+        return format_html('<a href="{}">members, export, history, explain</a>',
+                           reverse("admin:segments_segment_members", args=[obj.pk]))
+
+    @admin.action(description="Refresh now")
+    def refresh_now(self, request, queryset):
+        for segment in queryset:
+            segment_refresh_enqueue(segment=segment, trigger=f"admin:{request.user.get_username()}")
+        self.message_user(request, f"{queryset.count()} refresh(es) queued; see Refresh jobs", messages.SUCCESS)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("preview/", view(self.preview_view), name="segments_segment_preview"),
+            path("<int:pk>/members/", view(self.members_view), name="segments_segment_members"),
+            path("<int:pk>/export/", view(self.export_view), name="segments_segment_export"),
+            path("<int:pk>/explain/", view(self.explain_view), name="segments_segment_explain"),
+            path("<int:pk>/upload/", view(self.upload_view), name="segments_segment_upload"),
+        ] + super().get_urls()
+
+    def preview_view(self, request):
+        """POST {"rule": ..., "segment": id or null}: count, sample and, for a saved segment, the diff."""
+        if request.method != "POST" or not self.has_view_permission(request):
+            return HttpResponseBadRequest("POST a rule")
+        try:
+            body = json.loads(request.body)
+            segment = Segment.objects.filter(pk=body.get("segment") or None).first()
+            preview = rule_preview(rule=body.get("rule"), slug=segment.slug if segment else body.get("slug") or None)
+            if segment is not None:
+                preview["diff"] = rule_diff(segment=segment, rule=body["rule"])
+        except RuleError as error:
+            return JsonResponse({"error": error.message, "path": error.path}, status=400)
+        except (ValueError, AttributeError):
+            return JsonResponse({"error": "the body must be JSON with a rule"}, status=400)
+        preview["sample"] = [{"public_id": p["public_id"], "name": masked(_Row(p), "full_name"),
+                              "city": p["city"] or ""} for p in preview["sample"]]
+        return JsonResponse(preview)
+
+    def members_view(self, request, pk):
+        segment = get_object_or_404(Segment, pk=pk)
+        members = segment_members(segment=segment).order_by("pk")
+        page = Paginator(members, 50).get_page(request.GET.get("page"))
+        sizes = segment_sizes(segment=segment)
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "segment": segment, "page": page,
+            "rows": [{"public_id": p.public_id, "name": masked(p, "full_name"), "phone": masked(p, "phone"),
+                      "city": p.city or "", "in_holdout": p.in_holdout} for p in page.object_list],
+            "channels": Consent.Channel.choices, "chart": _size_chart(sizes), "sizes": sizes[-10:],
+            "events": segment_history(segment=segment).select_related("profile").order_by("-at", "-id")[:20],
+            "title": f"Segment {segment.name}",
+        }
+        return TemplateResponse(request, "admin/segments/members.html", context)
+
+    def export_view(self, request, pk):
+        """CSV of the members a campaign on the chosen channel may contact (consent granted, not in the holdout)."""
+        segment = get_object_or_404(Segment, pk=pk)
+        channel = request.GET.get("channel", "")
+        if channel not in Consent.Channel.values:
+            return HttpResponseBadRequest(f"choose a channel: {', '.join(Consent.Channel.values)}")
+        rows = segment_members_for_channel(segment=segment, channel=channel).values_list(
+            "public_id", "full_name", "phone", "email").iterator(chunk_size=2000)
+
+        writer = csv.writer(_Echo())
+
+        def stream():
+            yield writer.writerow(("profile_id", "full_name", "phone", "email"))
+            for row in rows:
+                yield writer.writerow(row)
+
+        response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{segment.slug}-{channel}.csv"'
+        return response
+
+    def upload_view(self, request, pk):
+        """A static segment's list: CSV with profile_id, or source and customer_key; replaces the members."""
+        segment = get_object_or_404(Segment, pk=pk, kind=Segment.Kind.STATIC)
+        upload = request.FILES.get("file")
+        if request.method != "POST" or upload is None or not self.has_change_permission(request, segment):
+            return HttpResponseBadRequest("POST a CSV file")
+        try:
+            keys, public_ids = parse_profile_list(upload.read().decode("utf-8-sig"))
+        except (TagError, UnicodeDecodeError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            result = segment_static_set_members(segment=segment, customer_keys=keys, public_ids=public_ids)
+            unknown = f"; {len(result.unknown)} not found, e.g. {', '.join(result.unknown[:5])}" if result.unknown \
+                else ""
+            self.message_user(request, f"{result.members} profiles on the list{unknown}", messages.SUCCESS)
+        return redirect("admin:segments_segment_members", pk=segment.pk)
+
+    def explain_view(self, request, pk):
+        segment = get_object_or_404(Segment, pk=pk)
+        profile = CustomerProfile.objects.filter(public_id=request.GET.get("profile", "").strip()).first()
+        if profile is None:
+            return JsonResponse({"error": "no profile with that id"}, status=404)
+        return JsonResponse(segment_explain(segment=segment, profile=profile),
+                            json_dumps_params={"ensure_ascii": False})
+
+
+class _Echo:
+    """A file whose write returns the line, so csv.writer feeds a streaming response row by row."""
+
+    def write(self, value):
+        return value
+
+
+class _Row:
+    """A values() row seen as an object, for the profile maskers."""
+
+    def __init__(self, row: dict):
+        self.__dict__.update(row)
+
+
+def _size_chart(sizes: list[tuple[str, int]], width: int = 600, height: int = 160) -> str:
+    """Segment size over time as an inline SVG polyline (no external chart library)."""
+    if not sizes:
+        return ""
+    top = max(n for _, n in sizes) or 1
+    step = width / max(len(sizes) - 1, 1)
+    points = " ".join(f"{i * step:.1f},{height - n / top * (height - 10):.1f}" for i, (_, n) in enumerate(sizes))
+    return format_html(
+        '<svg class="segment-size-chart" viewBox="-5 -5 {} {}" width="{}" height="{}" role="img" '
+        'aria-label="segment size over time"><polyline fill="none" stroke="#417690" stroke-width="2" points="{}"/>'
+        '<text x="0" y="10" font-size="11">{}</text></svg>',
+        width + 10, height + 10, width + 10, height + 10, points, f"max {top}")
+
+
+@admin.register(RefreshJob)
+class RefreshJobAdmin(admin.ModelAdmin):
+    list_display = ("id", "segment", "tag", "trigger", "status", "entered", "exited", "member_count",
+                    "duration_seconds", "queued_at", "short_error")
+    list_filter = ("status", "trigger")
+    search_fields = ("segment__slug", "tag__code")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj):
+        return obj.error[:80]
+
+
+class RuleTagForm(forms.ModelForm):
+    class Meta:
+        model = TagDefinition
+        fields = ("code", "name", "category", "description", "kind", "rule")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("kind") == TagDefinition.Kind.RULE:
+            try:
+                rule_validate(cleaned.get("rule"), RuleContext(allow_segments=False))
+            except RuleError as error:
+                self.add_error("rule", rule_error_message(error))
+        return cleaned
+
+
+class RuleTagDefinitionAdmin(TagDefinitionAdmin):
+    """The tag admin, with the rule builder and rule validation for rule tags."""
+
+    form = RuleTagForm
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        form.base_fields["rule"].widget = RuleBuilderWidget(preview_url=reverse("admin:segments_segment_preview"),
+                                                            tag_rule=True)
+        return form
+
+
+admin.site.unregister(TagDefinition)
+admin.site.register(TagDefinition, RuleTagDefinitionAdmin)

@@ -1,0 +1,437 @@
+"""The rule language: field catalogue, validation with paths, compilation to one ORM query, explain.
+
+A rule is JSON: groups {"all": [...]}, {"any": [...]}, {"not": {...}}; leaves {"field", "op", "value"},
+{"tag": code}, {"segment": slug}. Every node type is one entry of NODE_TYPES (validate, compile, explain,
+inputs) and every queryable attribute one entry of FIELDS, so a new node type (activity) or new catalogue fields
+(derived metrics) are added in one place each. Values reach SQL only as query parameters, through the ORM.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field as dc_field
+
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from profiles.models import CustomerProfile
+from tags.models import TagAssignment, TagDefinition
+
+MAX_LIST = 1000
+MAX_DEPTH = 12
+
+
+class RuleError(Exception):
+    """A rule that cannot be used; `path` names the bad node, e.g. `all[2].value`."""
+
+    def __init__(self, message: str, path: str = ""):
+        self.message = message
+        self.path = path or "rule"
+        super().__init__(f"{self.path}: {message}")
+
+
+# --- the field catalogue ---------------------------------------------------------------------------------------
+
+STRING_OPS = ("eq", "ne", "in", "not_in", "contains", "startswith", "is_null", "is_not_null")
+CHOICE_OPS = ("eq", "ne", "in", "not_in", "is_null", "is_not_null")
+ORDERED_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in", "is_null", "is_not_null")
+DATE_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "between", "is_null", "is_not_null")
+TYPE_OPS = {"string": STRING_OPS, "choice": CHOICE_OPS, "number": ORDERED_OPS, "date": DATE_OPS,
+            "datetime": DATE_OPS}
+ALL_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "between", "in", "not_in", "contains", "startswith", "is_null",
+           "is_not_null")
+
+
+@dataclass(frozen=True)
+class CatalogueField:
+    name: str
+    label: str
+    type: str  # string, choice, number, date, datetime
+    path: str  # ORM path from CustomerProfile
+    examples: tuple = ()
+    choices: tuple = ()
+    # What a refresh depends on: "profiles" for golden attributes; e.g. "activity:card_transactions" later.
+    input: str = "profiles"
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return TYPE_OPS[self.type]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "type": self.type, "ops": list(self.ops),
+                "examples": list(self.examples), "choices": list(self.choices)}
+
+
+FIELDS: dict[str, CatalogueField] = {}
+
+
+def register_field(catalogue_field: CatalogueField) -> None:
+    FIELDS[catalogue_field.name] = catalogue_field
+
+
+for _f in (
+    CatalogueField("full_name", "Full name", "string", "full_name", ("张伟", "Li Na")),
+    CatalogueField("family_name", "Family name", "string", "family_name", ("王", "Chen")),
+    CatalogueField("given_name", "Given name", "string", "given_name", ("芳",)),
+    CatalogueField("gender", "Gender", "choice", "gender", ("F",), choices=("M", "F", "U")),
+    CatalogueField("birth_date", "Birth date", "date", "birth_date", ("1980-05-01", {"years_ago": 60})),
+    CatalogueField("id_type", "Id document type", "choice", "id_type", ("CN_RESIDENT",),
+                   choices=("CN_RESIDENT", "PASSPORT", "OTHER")),
+    CatalogueField("phone", "Mobile phone (E.164)", "string", "phone", ("+86138",)),
+    CatalogueField("email", "Email", "string", "email", ("@qq.com",)),
+    CatalogueField("address", "Address", "string", "address", ("朝阳区",)),
+    CatalogueField("city", "City", "string", "city", ("Shanghai", "北京")),
+    CatalogueField("postcode", "Postcode", "string", "postcode", ("100020",)),
+    CatalogueField("record_count", "Source records", "number", "record_count", (2,)),
+    CatalogueField("created_at", "First seen", "datetime", "created_at", ({"days_ago": 30}, "2025-01-01")),
+):
+    register_field(_f)
+
+
+def catalogue() -> list[dict]:
+    return [f.as_dict() for f in FIELDS.values()]
+
+
+# --- context ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class RuleContext:
+    """What a rule is checked and evaluated against: the clock (relative dates) and where it is used."""
+
+    now: dt.datetime = dc_field(default_factory=timezone.now)
+    segment_slug: str | None = None  # the segment being defined: it must not refer back to itself
+    allow_segments: bool = True  # tag rules may not use segments (tags feed segments, not the other way)
+    segment_rules: Callable[[str], tuple[bool, dict | None]] | None = None  # slug -> (exists, rule)
+
+    @property
+    def today(self) -> dt.date:
+        return timezone.localtime(self.now).date()
+
+
+def _segment_lookup(slug: str) -> tuple[bool, dict | None]:
+    from .models import Segment  # the model module imports nothing from here; kept local to avoid a cycle
+    row = Segment.objects.filter(slug=slug).values_list("rule", flat=True)
+    return (True, row[0]) if row else (False, None)
+
+
+# --- node types ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NodeType:
+    key: str
+    validate: Callable[[dict, str, RuleContext, tuple], None]
+    compile: Callable[[dict, RuleContext], Q]
+    explain_value: Callable[[dict, RuleContext, CustomerProfile], object]
+    inputs: Callable[[dict], set[str]]
+    children: Callable[[dict, str], list[tuple[dict, str]]] = lambda node, path: []
+
+
+NODE_TYPES: dict[str, NodeType] = {}
+
+
+def register_node_type(node_type: NodeType) -> None:
+    NODE_TYPES[node_type.key] = node_type
+
+
+def _join(path: str, part: str) -> str:
+    return f"{path}.{part}" if path and not part.startswith("[") else f"{path}{part}"
+
+
+def _node_type(node, path: str) -> NodeType:
+    if not isinstance(node, dict):
+        raise RuleError("a rule node must be an object", path)
+    keys = [k for k in node if k in NODE_TYPES]
+    if len(keys) != 1:
+        raise RuleError(f"a rule node needs exactly one of {', '.join(NODE_TYPES)}", path)
+    return NODE_TYPES[keys[0]]
+
+
+def _only_keys(node: dict, allowed: set[str], path: str) -> None:
+    extra = sorted(set(node) - allowed)
+    if extra:
+        raise RuleError(f"unknown key {extra[0]!r}", _join(path, extra[0]))
+
+
+def _validate(node, path: str, ctx: RuleContext, seen: tuple, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise RuleError(f"rules nest at most {MAX_DEPTH} levels", path)
+    node_type = _node_type(node, path)
+    node_type.validate(node, path, ctx, seen)
+    for child, child_path in node_type.children(node, path):
+        _validate(child, child_path, ctx, seen, depth + 1)
+
+
+# groups
+
+def _group_children(key: str):
+    def children(node: dict, path: str) -> list[tuple[dict, str]]:
+        return [(child, _join(path, f"{key}[{i}]")) for i, child in enumerate(node[key])]
+    return children
+
+
+def _validate_group(key: str):
+    def validate(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+        _only_keys(node, {key}, path)
+        if not isinstance(node[key], list) or not node[key]:
+            raise RuleError("needs a non-empty list of conditions", _join(path, key))
+    return validate
+
+
+def _compile_group(key: str):
+    def compile_group(node: dict, ctx: RuleContext) -> Q:
+        result = Q()
+        for child in node[key]:
+            child_q = compile_node(child, ctx)
+            result = child_q if not result else (result & child_q if key == "all" else result | child_q)
+        return result
+    return compile_group
+
+
+def _no_value(node, ctx, profile):
+    return None
+
+
+def _children_inputs(key: str):
+    def inputs(node: dict) -> set[str]:
+        children = node[key] if isinstance(node[key], list) else [node[key]]
+        return set().union(*(rule_inputs(c) for c in children))
+    return inputs
+
+
+for _key in ("all", "any"):
+    register_node_type(NodeType(_key, _validate_group(_key), _compile_group(_key), _no_value, _children_inputs(_key),
+                                _group_children(_key)))
+
+
+def _validate_not(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _only_keys(node, {"not"}, path)
+
+
+register_node_type(NodeType(
+    "not", _validate_not, lambda node, ctx: ~compile_node(node["not"], ctx), _no_value, _children_inputs("not"),
+    lambda node, path: [(node["not"], _join(path, "not"))],
+))
+
+
+# field leaves
+
+def _relative_date(value: dict, path: str, today: dt.date | None) -> dt.date | None:
+    if len(value) != 1 or next(iter(value)) not in ("days_ago", "years_ago"):
+        raise RuleError('a relative date is {"days_ago": N} or {"years_ago": N}', path)
+    unit, amount = next(iter(value.items()))
+    if isinstance(amount, bool) or not isinstance(amount, int) or not -36500 <= amount <= 36500:
+        raise RuleError(f"{unit} must be a whole number of {unit.split('_')[0]}", _join(path, unit))
+    if today is None:
+        return None
+    if unit == "days_ago":
+        return today - dt.timedelta(days=amount)
+    try:
+        return today.replace(year=today.year - amount)
+    except ValueError:  # 29 February, N years ago, in a common year
+        return today.replace(year=today.year - amount, day=28)
+
+
+def _scalar(value, field: CatalogueField, path: str, today: dt.date | None):
+    """Check one value against the field's type; with `today`, return what SQL compares with."""
+    if field.type in ("date", "datetime"):
+        if isinstance(value, dict):
+            return _relative_date(value, path, today)
+        if isinstance(value, str):
+            try:
+                return dt.date.fromisoformat(value[:10])
+            except ValueError:
+                pass
+        raise RuleError('expects a date "YYYY-MM-DD" or a relative date such as {"days_ago": 30}', path)
+    if field.type == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RuleError("expects a number", path)
+        return value
+    if not isinstance(value, str) or not value:
+        raise RuleError("expects a non-empty string", path)
+    if field.type == "choice" and value not in field.choices:
+        raise RuleError(f"expects one of {', '.join(field.choices)}", path)
+    return value
+
+
+def _leaf_values(node: dict, field: CatalogueField, path: str, today: dt.date | None):
+    op, value_path = node["op"], _join(path, "value")
+    value = node.get("value")
+    if op in ("is_null", "is_not_null"):
+        if value is not None:
+            raise RuleError(f"{op} takes no value", value_path)
+        return None
+    if "value" not in node:
+        raise RuleError(f"{op} needs a value", value_path)
+    if op in ("in", "not_in"):
+        if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+            raise RuleError(f"{op} expects a list of 1 to {MAX_LIST} values", value_path)
+        return [_scalar(v, field, _join(value_path, f"[{i}]"), today) for i, v in enumerate(value)]
+    if op == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise RuleError("between expects a list [low, high]", value_path)
+        low, high = (_scalar(v, field, _join(value_path, f"[{i}]"), today) for i, v in enumerate(value))
+        if today is not None and low > high:
+            raise RuleError("between expects low <= high", value_path)
+        return [low, high]
+    return _scalar(value, field, value_path, today)
+
+
+def _validate_field(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _only_keys(node, {"field", "op", "value"}, path)
+    field = FIELDS.get(node["field"]) if isinstance(node["field"], str) else None
+    if field is None:
+        raise RuleError(f"unknown field {node['field']!r}; see the field catalogue", _join(path, "field"))
+    op = node.get("op")
+    if op not in field.ops:
+        raise RuleError(f"{field.name} takes the operators {', '.join(field.ops)}", _join(path, "op"))
+    _leaf_values(node, field, path, ctx.today)
+
+
+def _compile_field(node: dict, ctx: RuleContext) -> Q:
+    field = FIELDS[node["field"]]
+    op = node["op"]
+    value = _leaf_values(node, field, "", ctx.today)
+    path = f"{field.path}__date" if field.type == "datetime" else field.path
+    has_value = Q(**{f"{field.path}__isnull": False})
+    if field.type in ("string", "choice"):
+        has_value &= ~Q(**{field.path: ""})
+    if op == "is_null":
+        return ~has_value
+    if op == "is_not_null":
+        return has_value
+    # Comparisons are false on a missing value: SQL gives that for free, except for ne and not_in ("has a value
+    # other than ..."), which say so explicitly. Values are never empty strings (validation), so an empty string
+    # never compares equal either.
+    lookup = {"eq": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range", "in": "in",
+              "contains": "icontains", "startswith": "istartswith", "ne": "exact", "not_in": "in"}[op]
+    condition = Q(**{f"{path}__{lookup}": value})
+    return has_value & ~condition if op in ("ne", "not_in") else condition
+
+
+def _explain_field(node: dict, ctx: RuleContext, profile: CustomerProfile):
+    value = CustomerProfile.objects.filter(pk=profile.pk).values_list(FIELDS[node["field"]].path, flat=True).first()
+    if isinstance(value, dt.datetime):
+        return timezone.localtime(value).isoformat()
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+register_node_type(NodeType("field", _validate_field, _compile_field, _explain_field,
+                            lambda node: {FIELDS[node["field"]].input}))
+
+
+# tags
+
+def _validate_tag(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _only_keys(node, {"tag"}, path)
+    code = node["tag"]
+    kind = TagDefinition.objects.filter(code=code).values_list("kind", flat=True).first() if isinstance(code, str) \
+        else None
+    if kind is None:
+        raise RuleError(f"unknown tag {code!r}", _join(path, "tag"))
+    if not ctx.allow_segments and kind == TagDefinition.Kind.RULE:
+        raise RuleError("a tag rule cannot use another rule tag", _join(path, "tag"))
+
+
+def _tag_assignments(node: dict, ctx: RuleContext):
+    return TagAssignment.objects.filter(TagAssignment.active_q(ctx.now), tag__code=node["tag"])
+
+
+def _explain_tag(node: dict, ctx: RuleContext, profile: CustomerProfile):
+    row = _tag_assignments(node, ctx).filter(profile=profile).values("source", "assigned_at", "expires_at").first()
+    return {"source": row["source"], "assigned_at": row["assigned_at"].isoformat(),
+            "expires_at": row["expires_at"] and row["expires_at"].isoformat()} if row else None
+
+
+register_node_type(NodeType(
+    "tag", _validate_tag,
+    lambda node, ctx: Q(Exists(_tag_assignments(node, ctx).filter(profile=OuterRef("pk")))),
+    _explain_tag, lambda node: {f"tag:{node['tag']}"},
+))
+
+
+# segments
+
+def _validate_segment(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _only_keys(node, {"segment"}, path)
+    slug = node["segment"]
+    if not ctx.allow_segments:
+        raise RuleError("a tag rule cannot use segments", _join(path, "segment"))
+    if not isinstance(slug, str):
+        raise RuleError("expects a segment slug", _join(path, "segment"))
+    chain = seen + (slug,)
+    if slug == ctx.segment_slug or slug in seen:
+        raise RuleError(f"segments refer to each other in a cycle: {' -> '.join((ctx.segment_slug or '?',) + chain)}",
+                        _join(path, "segment"))
+    exists, rule = (ctx.segment_rules or _segment_lookup)(slug)
+    if not exists:
+        raise RuleError(f"unknown segment {slug!r}", _join(path, "segment"))
+    if rule:
+        # Follow the referenced segment's own references: a cycle may be several segments long.
+        for ref_slug in sorted(referenced_segments(rule)):
+            _validate_segment({"segment": ref_slug}, path, ctx, chain)
+
+
+def _segment_members(node: dict):
+    from .models import SegmentMember
+    return SegmentMember.objects.filter(segment__slug=node["segment"], version=F("segment__current_version"))
+
+
+def _explain_segment(node: dict, ctx: RuleContext, profile: CustomerProfile):
+    row = _segment_members(node).filter(profile=profile).values("in_holdout").first()
+    return {"member": row is not None, "in_holdout": bool(row and row["in_holdout"])}
+
+
+register_node_type(NodeType(
+    "segment", _validate_segment,
+    lambda node, ctx: Q(Exists(_segment_members(node).filter(profile=OuterRef("pk")))),
+    _explain_segment, lambda node: {f"segment:{node['segment']}"},
+))
+
+
+# --- entry points ----------------------------------------------------------------------------------------------
+
+def rule_validate(rule, ctx: RuleContext | None = None) -> None:
+    _validate(rule, "", ctx or RuleContext(), ())
+
+
+def compile_node(node: dict, ctx: RuleContext) -> Q:
+    return _node_type(node, "").compile(node, ctx)
+
+
+def rule_queryset(rule: dict, ctx: RuleContext | None = None) -> QuerySet:
+    """The live profiles the rule selects: one SQL query. The rule must have been validated."""
+    ctx = ctx or RuleContext()
+    return CustomerProfile.objects.filter(status=CustomerProfile.Status.ACTIVE).filter(compile_node(rule, ctx))
+
+
+def rule_inputs(rule: dict) -> set[str]:
+    return NODE_TYPES[next(k for k in rule if k in NODE_TYPES)].inputs(rule)
+
+
+def referenced_segments(rule: dict) -> set[str]:
+    return {i.split(":", 1)[1] for i in rule_inputs(rule) if i.startswith("segment:")}
+
+
+def rule_is_time_relative(rule) -> bool:
+    """Relative dates move with the clock and tags can expire: such rules need a refresh at least daily."""
+    if isinstance(rule, dict):
+        return any(k in ("days_ago", "years_ago", "tag") for k in rule) or any(
+            rule_is_time_relative(v) for v in rule.values())
+    if isinstance(rule, list):
+        return any(rule_is_time_relative(v) for v in rule)
+    return False
+
+
+def rule_explain(rule: dict, *, profile: CustomerProfile, ctx: RuleContext | None = None, path: str = "") -> dict:
+    """Every node of the rule with whether it holds for the profile (evaluated by the same SQL) and the value seen."""
+    ctx = ctx or RuleContext()
+    node_type = _node_type(rule, path)
+    result = CustomerProfile.objects.filter(pk=profile.pk).filter(compile_node(rule, ctx)).exists()
+    explained = {"path": path or "rule", "type": node_type.key, "result": result}
+    if node_type.key in ("field", "tag", "segment"):
+        explained["node"] = rule
+        explained["value"] = node_type.explain_value(rule, ctx, profile)
+    children = node_type.children(rule, path)
+    if children:
+        explained["children"] = [rule_explain(c, profile=profile, ctx=ctx, path=p) for c, p in children]
+    return explained

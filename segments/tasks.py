@@ -1,0 +1,44 @@
+"""Celery tasks of the segment engine: thin wrappers that load rows by id and call one service."""
+from celery import shared_task
+from django.db import InterfaceError, OperationalError, transaction
+
+from tags.models import TagDefinition
+
+from .models import RefreshJob, Segment
+from .services import segment_refresh, segments_refresh_due, segments_refresh_for_inputs, tag_rule_refresh
+
+# Lost connections, deadlocks and serialisation failures are transient: retried with exponential backoff.
+TRANSIENT = (OperationalError, InterfaceError)
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 600, "max_retries": 5}
+
+
+@shared_task(**RETRY)
+def segment_refresh_task(segment_id: int, job_id: int | None = None, trigger: str = "task") -> dict:
+    segment = Segment.objects.get(pk=segment_id)
+    job = RefreshJob.objects.get(pk=job_id) if job_id else None
+    job = segment_refresh(segment=segment, job=job, trigger=trigger)
+    return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
+
+
+@shared_task(**RETRY)
+def tag_rule_refresh_task(tag_id: int, trigger: str = "task") -> dict:
+    job = tag_rule_refresh(tag=TagDefinition.objects.get(pk=tag_id), trigger=trigger)
+    return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
+
+
+@shared_task(**RETRY)
+def segments_refresh_due_task() -> dict:
+    return segments_refresh_due().as_dict()
+
+
+@shared_task(**RETRY)
+def segments_refresh_after_load_task(inputs: list[str] = ("profiles",)) -> dict:
+    """After a feed load and resolution: only the rule tags and segments whose inputs changed."""
+    return segments_refresh_for_inputs(inputs=set(inputs)).as_dict()
+
+
+def segment_refresh_enqueue(*, segment: Segment, trigger: str) -> RefreshJob:
+    """Record a queued job and send it once the surrounding transaction commits."""
+    job = RefreshJob.objects.create(segment=segment, trigger=trigger)
+    transaction.on_commit(lambda: segment_refresh_task.delay(segment.pk, job.pk, trigger))
+    return job

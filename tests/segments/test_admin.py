@@ -1,0 +1,143 @@
+"""The marketers' admin: builder preview, save, refresh now, members, consent-filtered export, explain, upload."""
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+
+from profiles.models import Consent
+from segments.models import RefreshJob, Segment
+from segments.services import segment_refresh, segment_save
+from tags.models import TagAssignment, TagDefinition
+
+pytestmark = pytest.mark.django_db
+
+SHANGHAI = {"field": "city", "op": "eq", "value": "Shanghai"}
+
+
+def shanghai_segment(**fields) -> Segment:
+    segment = segment_save(segment=Segment(name="Shanghai", slug="shanghai", rule=SHANGHAI, **fields))
+    segment_refresh(segment=segment)
+    return segment
+
+
+def preview(client, body):
+    return client.post(reverse("admin:segments_segment_preview"), json.dumps(body), content_type="application/json")
+
+
+def test_live_preview_counts_an_unsaved_rule_and_diffs_a_saved_one(admin_client, people):
+    response = preview(admin_client, {"rule": {"field": "gender", "op": "eq", "value": "F"}})
+    assert response.status_code == 200
+    assert response.json()["count"] == 2 and len(response.json()["sample"]) == 2
+
+    segment = shanghai_segment()
+    response = preview(admin_client, {"rule": {"field": "record_count", "op": "lte", "value": 2},
+                                      "segment": segment.pk})
+    assert response.json()["diff"] == {"would_enter": 2, "would_leave": 1, "would_stay": 1}
+
+
+def test_preview_of_a_bad_rule_names_the_node(admin_client, people):
+    response = preview(admin_client, {"rule": {"any": [SHANGHAI, {"field": "gender", "op": "eq", "value": "Q"}]}})
+    assert response.status_code == 400
+    assert response.json()["path"] == "any[1].value"
+
+
+def test_saving_a_segment_in_the_admin_validates_and_refreshes_it(admin_client, people,
+                                                                   django_capture_on_commit_callbacks):
+    form = {"name": "Shanghai", "slug": "shanghai", "description": "", "kind": "rule", "status": "active",
+            "refresh_every_minutes": "", "refresh_cron": "", "owner": "", "holdout_percent": "0"}
+    bad = admin_client.post(reverse("admin:segments_segment_add"),
+                            {**form, "rule": json.dumps({"all": [{"field": "nope", "op": "eq", "value": 1}]})})
+    assert bad.status_code == 200 and "all[0].field: unknown field" in bad.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ok = admin_client.post(reverse("admin:segments_segment_add"), {**form, "rule": json.dumps(SHANGHAI)})
+    assert ok.status_code == 302
+    segment = Segment.objects.get(slug="shanghai")
+    assert (segment.member_count, segment.owner.username, segment.inputs) == (2, "admin", ["profiles"])
+
+
+def test_refresh_now_action_runs_a_job(admin_client, people, django_capture_on_commit_callbacks):
+    segment = segment_save(segment=Segment(name="Shanghai", slug="shanghai", rule=SHANGHAI))
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:segments_segment_changelist"),
+                          {"action": "refresh_now", "_selected_action": [segment.pk]})
+    job = RefreshJob.objects.get(segment=segment)
+    assert (job.status, job.entered, job.trigger) == ("succeeded", 2, "admin:admin")
+    assert admin_client.get(reverse("admin:segments_refreshjob_changelist")).status_code == 200
+
+
+def test_export_contains_only_members_whose_consent_allows_the_channel(admin_client, people):
+    segment = shanghai_segment()  # Ann and Cai
+    now = timezone.now()
+    Consent.objects.create(profile=people["ann"], channel="sms", granted=True, source="core", updated_at=now)
+    Consent.objects.create(profile=people["cai"], channel="sms", granted=False, source="core", updated_at=now)
+    Consent.objects.create(profile=people["cai"], channel="email", granted=True, source="core", updated_at=now)
+    Consent.objects.create(profile=people["bob"], channel="sms", granted=True, source="core", updated_at=now)
+
+    def export(channel):
+        response = admin_client.get(reverse("admin:segments_segment_export", args=[segment.pk]), {"channel": channel})
+        lines = b"".join(response.streaming_content).decode().splitlines()
+        return lines[0], {line.split(",")[0] for line in lines[1:]}
+
+    assert export("sms") == ("profile_id,full_name,phone,email", {people["ann"].public_id})
+    assert export("email")[1] == {people["cai"].public_id}
+    assert export("push")[1] == set()
+    assert admin_client.get(reverse("admin:segments_segment_export", args=[segment.pk]),
+                            {"channel": "fax"}).status_code == 400
+
+
+def test_export_leaves_out_the_holdout_group(admin_client, people):
+    segment = shanghai_segment(holdout_percent=100)
+    Consent.objects.create(profile=people["ann"], channel="sms", granted=True, source="core",
+                           updated_at=timezone.now())
+    response = admin_client.get(reverse("admin:segments_segment_export", args=[segment.pk]), {"channel": "sms"})
+    assert b"".join(response.streaming_content).decode().splitlines()[1:] == []
+
+
+def test_members_page_with_chart_and_explain(admin_client, people):
+    segment = shanghai_segment()
+    page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
+    assert people["ann"].public_id in page and people["bob"].public_id not in page
+    assert "<polyline" in page and "Download CSV" in page
+
+    explained = admin_client.get(reverse("admin:segments_segment_explain", args=[segment.pk]),
+                                 {"profile": people["bob"].public_id}).json()
+    assert explained["member"] is False and explained["rule"]["value"] == "Beijing"
+
+
+def test_segment_change_form_has_the_builder_widget(admin_client, people):
+    segment = shanghai_segment()
+    page = admin_client.get(reverse("admin:segments_segment_change", args=[segment.pk])).content.decode()
+    assert 'class="rule-builder"' in page and "segments/rule_builder.js" in page
+    assert f'data-segment="{segment.pk}"' in page
+
+
+def test_tag_bulk_upload_in_the_admin(admin_client, people):
+    tag = TagDefinition.objects.create(code="vip", name="VIP")
+    upload = SimpleUploadedFile("list.csv", f"profile_id\n{people['ann'].public_id}\nPNOPE\n".encode())
+    response = admin_client.post(reverse("admin:tags_tagdefinition_upload", args=[tag.pk]), {"file": upload})
+    assert response.status_code == 302
+    assert list(TagAssignment.objects.filter(tag=tag).values_list("profile_id", "assigned_by")) == \
+        [(people["ann"].pk, "admin")]
+    assert admin_client.get(reverse("admin:tags_tagdefinition_changelist")).status_code == 200
+
+
+def test_a_rule_tag_with_a_bad_rule_is_refused_in_the_admin(admin_client):
+    response = admin_client.post(reverse("admin:tags_tagdefinition_add"), {
+        "code": "t", "name": "T", "category": "", "description": "", "kind": "rule",
+        "rule": json.dumps({"segment": "x"})})
+    assert "segment: a tag rule cannot use segments" in response.content.decode()
+
+
+def test_static_segment_list_upload_in_the_admin(admin_client, people):
+    segment = segment_save(segment=Segment(name="List", slug="list", kind=Segment.Kind.STATIC))
+    upload = SimpleUploadedFile("list.csv", f"profile_id\n{people['bob'].public_id}\n{people['dee'].public_id}\n"
+                                .encode())
+    response = admin_client.post(reverse("admin:segments_segment_upload", args=[segment.pk]), {"file": upload})
+    assert response.status_code == 302
+    segment.refresh_from_db()
+    assert segment.member_count == 2
+    page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
+    assert "Upload the list" in page and people["dee"].public_id in page

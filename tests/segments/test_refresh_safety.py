@@ -1,0 +1,139 @@
+"""A refresh under concurrency, a killed refresh, and schedules (real commits: transactional_db)."""
+import datetime as dt
+import threading
+import time
+
+import pytest
+from django.db import connection, connections
+
+from profiles import sql as profiles_sql
+from profiles.models import CustomerProfile
+from segments.models import RefreshJob, Segment, SegmentEvent, SegmentMember
+from segments.selectors import segment_members
+from segments import services
+from segments.services import segment_refresh, segment_save, segments_refresh_due
+from tags.models import TagDefinition
+
+from .conftest import NOW
+
+SHANGHAI = {"field": "city", "op": "eq", "value": "Shanghai"}
+
+
+def make_segment(slug: str, rule: dict, **fields) -> Segment:
+    return segment_save(segment=Segment(name=slug, slug=slug, rule=rule, **fields))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer and one worker")
+def test_two_concurrent_refreshes_of_one_segment_serialise(people):
+    segment = make_segment("shanghai", SHANGHAI)
+    key = profiles_sql.advisory_lock_key("segment", segment.pk)
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", [key])  # a refresh already running elsewhere holds the lock
+    jobs = []
+
+    def refresh():
+        try:
+            jobs.append(segment_refresh(segment=Segment.objects.get(pk=segment.pk)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    assert Segment.objects.get(pk=segment.pk).current_version == 0  # both wait
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_unlock(%s)", [key])
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted((j.status, j.entered) for j in jobs) == [("succeeded", 0), ("succeeded", 2)]
+    segment.refresh_from_db()
+    assert segment.current_version == 2 and segment.member_count == 2
+    assert SegmentEvent.objects.filter(segment=segment).count() == 2  # each entry recorded once
+    assert set(SegmentMember.objects.filter(segment=segment).values_list("version", flat=True)) == {2}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_refresh_leaves_the_previous_result_and_the_next_run_completes(people, monkeypatch):
+    segment = make_segment("shanghai", SHANGHAI)
+    segment_refresh(segment=segment, now=NOW)
+    CustomerProfile.objects.filter(pk=people["bob"].pk).update(city="Shanghai")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the worker dies after writing the new version, before switching to it
+
+    monkeypatch.setattr(services, "_switch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        segment_refresh(segment=segment, now=NOW)
+    monkeypatch.undo()
+
+    segment.refresh_from_db()
+    assert segment.current_version == 1
+    assert {p.full_name for p in segment_members(segment=segment)} == {"Ann Lee", "Cai Xu"}  # readers unaffected
+    assert SegmentMember.objects.filter(segment=segment, version=2).count() == 3  # the dead run's leftovers
+    dead_job = RefreshJob.objects.get(segment=segment, status="running")
+
+    job = segment_refresh(segment=segment, now=NOW)
+
+    assert (job.status, job.entered, job.exited) == ("succeeded", 1, 0)
+    segment.refresh_from_db()
+    assert segment.current_version == 2
+    assert {p.full_name for p in segment_members(segment=segment)} == {"Ann Lee", "Bob Wu", "Cai Xu"}
+    assert set(SegmentMember.objects.filter(segment=segment).values_list("version", flat=True)) == {2}
+    dead_job.refresh_from_db()
+    assert dead_job.status == "failed" and "interrupted" in dead_job.error
+
+
+@pytest.mark.django_db
+def test_a_stale_time_relative_segment_is_refreshed_by_the_schedule(people):
+    # "first seen in the last 25 days": Bob (20 days) today, nobody after 6 more days (Dee, 0 days, is still in)
+    recent = make_segment("recent", {"field": "created_at", "op": "gte", "value": {"days_ago": 25}})
+    static_rule = make_segment("shanghai", SHANGHAI)  # no relative dates and no schedule: refreshed once
+    segments_refresh_due(now=NOW)
+    assert {p.full_name for p in segment_members(segment=recent)} == {"Bob Wu", "Dee"}
+
+    later_same_day = segments_refresh_due(now=NOW + dt.timedelta(hours=2))
+    assert later_same_day.jobs == []
+
+    next_week = segments_refresh_due(now=NOW + dt.timedelta(days=6))
+    assert [j.segment_id for j in next_week.jobs] == [recent.pk]
+    assert {p.full_name for p in segment_members(segment=recent)} == {"Dee"}
+    assert RefreshJob.objects.filter(segment=static_rule).count() == 1
+
+
+@pytest.mark.django_db
+def test_interval_and_cron_schedules(people):
+    hourly = make_segment("hourly", SHANGHAI, refresh_every_minutes=60)
+    nightly = make_segment("nightly", SHANGHAI, refresh_cron="0 2 * * *")
+    segments_refresh_due(now=NOW)  # 12:00: both never refreshed
+
+    assert segments_refresh_due(now=NOW + dt.timedelta(minutes=30)).jobs == []
+    assert [j.segment_id for j in segments_refresh_due(now=NOW + dt.timedelta(minutes=61)).jobs] == [hourly.pk]
+    # 02:00 the next night has passed at 03:00
+    due = segments_refresh_due(now=NOW + dt.timedelta(hours=15)).jobs
+    assert {j.segment_id for j in due} == {hourly.pk, nightly.pk}
+
+
+@pytest.mark.django_db
+def test_a_bad_cron_expression_is_refused():
+    with pytest.raises(ValueError):
+        make_segment("bad", SHANGHAI, refresh_cron="every day")
+
+
+@pytest.mark.django_db
+def test_rule_tags_refresh_daily_and_only_what_uses_a_changed_tag_follows(people):
+    TagDefinition.objects.create(code="many", name="Many records", kind="rule",
+                                 rule={"field": "record_count", "op": "gte", "value": 2})
+    make_segment("uses-tag", {"tag": "many"})
+    by_city = make_segment("by-city", SHANGHAI)
+    segments_refresh_due(now=NOW)  # first run: everything
+
+    CustomerProfile.objects.filter(pk=people["bob"].pk).update(record_count=4)
+    next_day = segments_refresh_due(now=NOW + dt.timedelta(days=1))
+
+    refreshed = {(j.tag.code if j.tag_id else j.segment.slug, j.entered) for j in next_day.jobs}
+    # the tag is refreshed daily; Bob gained it, so the segment using it (time-relative: tags expire) follows
+    assert refreshed == {("many", 1), ("uses-tag", 1)}
+    assert RefreshJob.objects.filter(segment=by_city).count() == 1
