@@ -311,3 +311,198 @@ class Consent(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "channel"], name="uniq_profile_channel_consent")]
+
+
+# --- Activity: accounts, transactions, card transactions, holdings, risk assessments, FX rates -------------------
+# Activity rows carry the source's customer_key, not a profile: a row whose customer has not arrived yet is simply
+# held, and reaches its profile through SourceRecord(source, customer_key) once the customer is loaded and resolved.
+# Monetary amounts keep their own currency; aggregates convert with FxRate.
+
+
+class ActivityRow(models.Model):
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    customer_key = models.CharField(max_length=64)
+    # Digest of the raw row: a reload recognises unchanged rows and rewrites nothing.
+    row_digest = models.CharField(max_length=32)
+    # Unindexed by Django; the transaction tables get a BRIN index on it (migration 0004) for "rows of batch N".
+    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+
+    class Meta:
+        abstract = True
+
+
+class Account(ActivityRow):
+    class ProductType(models.TextChoices):
+        CURRENT = "current"
+        SAVINGS = "savings"
+        TIME_DEPOSIT = "time_deposit"
+        MORTGAGE = "mortgage"
+        CONSUMER_LOAN = "consumer_loan"
+
+    account_key = models.CharField(max_length=64)
+    product_type = models.CharField(max_length=16, choices=ProductType.choices)
+    currency = models.CharField(max_length=3)
+    # Deposits positive; a loan's balance is what the customer owes, also positive.
+    balance = models.DecimalField(max_digits=18, decimal_places=2)
+    opened_at = models.DateField()
+    closed_at = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=16)
+    as_of = models.DateField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "account_key"], name="uniq_account_key")]
+        indexes = [models.Index(fields=["source", "customer_key"], name="account_customer")]
+
+
+class Transaction(ActivityRow):
+    """A core-banking transaction. Hundreds of millions of rows: see migration 0004 and the README for indexing."""
+
+    txn_key = models.CharField(max_length=64)
+    account_key = models.CharField(max_length=64)
+    occurred_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=18, decimal_places=2, help_text="Signed: credits positive")
+    currency = models.CharField(max_length=3)
+    kind = models.CharField(max_length=24)
+    channel = models.CharField(max_length=8)
+    counterparty_category = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "txn_key"], name="uniq_txn_key")]
+        indexes = [models.Index(fields=["source", "customer_key", "occurred_at"], name="txn_customer_time")]
+
+
+class CardTransaction(ActivityRow):
+    txn_key = models.CharField(max_length=64)
+    # Keyed token of the card number (or the source's own token); the full number is never stored.
+    card_token = models.CharField(max_length=64)
+    pan_bin = models.CharField(max_length=6, null=True, blank=True)
+    pan_last4 = models.CharField(max_length=4, null=True, blank=True)
+    occurred_at = models.DateTimeField()
+    amount = models.DecimalField(max_digits=18, decimal_places=2, help_text="Purchases positive, refunds negative")
+    currency = models.CharField(max_length=3)
+    mcc = models.CharField(max_length=4, blank=True)
+    merchant_category = models.CharField(max_length=32, blank=True)
+    channel = models.CharField(max_length=8)
+    installments = models.PositiveSmallIntegerField(default=0, help_text="0: not paid in installments")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "txn_key"], name="uniq_card_txn_key")]
+        indexes = [models.Index(fields=["source", "customer_key", "occurred_at"], name="card_txn_customer_time")]
+
+
+class Holding(ActivityRow):
+    class ProductType(models.TextChoices):
+        FUND = "fund"
+        INSURANCE = "insurance"
+        BOND = "bond"
+        STRUCTURED = "structured"
+        DEPOSIT_LIKE = "deposit_like"
+
+    holding_key = models.CharField(max_length=64)
+    product_code = models.CharField(max_length=32)
+    product_type = models.CharField(max_length=16, choices=ProductType.choices)
+    market_value = models.DecimalField(max_digits=18, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    as_of = models.DateField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "holding_key"], name="uniq_holding_key")]
+        indexes = [models.Index(fields=["source", "customer_key"], name="holding_customer")]
+
+
+class RiskAssessment(ActivityRow):
+    risk_level = models.CharField(max_length=2)
+    assessed_at = models.DateField()
+    expires_at = models.DateField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "customer_key", "assessed_at"], name="uniq_risk_assessment"),
+        ]
+
+
+class FxRate(models.Model):
+    currency = models.CharField(max_length=3)
+    rate_to_cny = models.DecimalField(max_digits=18, decimal_places=8)
+    as_of = models.DateField()
+    row_digest = models.CharField(max_length=32)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["currency", "as_of"], name="uniq_fx_rate")]
+
+
+class MetricsConfig(models.Model):
+    """The thresholds and weights of the derived attributes; one row, edited in the admin (see README)."""
+
+    new_days = models.PositiveIntegerField(default=90, help_text="new: first product opened within this many days")
+    dormant_days = models.PositiveIntegerField(default=180, help_text="dormant: no customer-initiated activity for this long")
+    churned_days = models.PositiveIntegerField(default=365, help_text="churned: no open product, or no activity this long")
+    change_share = models.DecimalField(
+        max_digits=4, decimal_places=2, default=0.30,
+        help_text="declining/growing: activity or balances down/up by this share against the prior 90 days")
+    high_value_cny = models.DecimalField(max_digits=18, decimal_places=2, default=500_000)
+    mid_value_cny = models.DecimalField(max_digits=18, decimal_places=2, default=50_000)
+    deposit_margin = models.DecimalField(max_digits=6, decimal_places=4, default=0.0150)
+    aum_margin = models.DecimalField(max_digits=6, decimal_places=4, default=0.0080)
+    loan_margin = models.DecimalField(max_digits=6, decimal_places=4, default=0.0200)
+    card_margin = models.DecimalField(max_digits=6, decimal_places=4, default=0.0060, help_text="on card spend")
+    retention_rate = models.DecimalField(max_digits=4, decimal_places=2, default=0.85)
+    discount_rate = models.DecimalField(max_digits=4, decimal_places=2, default=0.08)
+    clv_horizon_years = models.PositiveSmallIntegerField(default=10)
+    churn_weight_activity_drop = models.PositiveSmallIntegerField(default=30)
+    churn_weight_balance_outflow = models.PositiveSmallIntegerField(default=25)
+    churn_weight_salary_stopped = models.PositiveSmallIntegerField(default=30)
+    churn_weight_product_closed = models.PositiveSmallIntegerField(default=15)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "metrics configuration"
+        verbose_name_plural = "metrics configuration"
+
+    def __str__(self) -> str:
+        return "metrics configuration"
+
+
+class ProfileMetrics(models.Model):
+    """A profile's financial picture and derived attributes as of a date; amounts in CNY."""
+
+    profile = models.OneToOneField(CustomerProfile, on_delete=models.CASCADE, primary_key=True, related_name="metrics")
+    as_of = models.DateField()
+    total_deposits = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    aum = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    loan_balance = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    card_limit = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    card_utilisation = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True,
+                                           help_text="card spend in the last 30 days / card limit")
+    card_spend_30d = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    card_spend_90d = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    card_spend_365d = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    txn_counts_90d = models.JSONField(default=dict, blank=True, help_text="core transactions by kind, last 90 days")
+    activity_90d = models.PositiveIntegerField(default=0)
+    activity_prior_90d = models.PositiveIntegerField(default=0)
+    net_flow_90d = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    salary_credited = models.BooleanField(default=False)
+    salary_monthly = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    salary_last_at = models.DateTimeField(null=True, blank=True)
+    product_types = models.JSONField(default=list, blank=True)
+    open_products = models.PositiveIntegerField(default=0)
+    closed_accounts_90d = models.PositiveIntegerField(default=0)
+    first_product_on = models.DateField(null=True, blank=True)
+    tenure_months = models.PositiveIntegerField(null=True, blank=True)
+    age = models.PositiveSmallIntegerField(null=True, blank=True)
+    risk_level = models.CharField(max_length=2, blank=True)
+
+    lifecycle_stage = models.CharField(max_length=10)
+    value_tier = models.CharField(max_length=4)
+    clv = models.DecimalField(max_digits=18, decimal_places=2, default=0)
+    churn_risk = models.PositiveSmallIntegerField(default=0)
+    churn_signals = models.JSONField(default=dict, blank=True)
+    next_best_products = models.JSONField(default=list, blank=True)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "profile metrics"
+        indexes = [models.Index(fields=["lifecycle_stage"]), models.Index(fields=["value_tier"])]
