@@ -46,6 +46,11 @@ INSTALLED_APPS = [
     "profiles",
     "tags",
     "segments",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -56,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "api.middleware.RequestIdMiddleware",
 ]
 
 ROOT_URLCONF = "cdp.urls"
@@ -122,6 +128,37 @@ CDP_MATCH_PROBABILITY_REVIEW = float(os.environ.get("CDP_MATCH_PROBABILITY_REVIE
 # work_mem for the transactions of loads and resolutions (big sorts and hash joins).
 CDP_BULK_WORK_MEM = os.environ.get("CDP_BULK_WORK_MEM", "256MB")
 CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
+
+# Cache: the API's per-key rate counters. Set CACHE_URL=redis://... when several server processes must share them.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+          if CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# REST API (README, "API"). CDP_API_RATE: requests per key, e.g. "2000/s", "100000/min".
+CDP_API_RATE = os.environ.get("CDP_API_RATE", "2000/s")
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication",
+                                       "api.authentication.StaffSessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["api.permissions.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "api.pagination.IdCursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
+                                 "rest_framework.renderers.BrowsableAPIRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Retail-bank CDP API",
+    "DESCRIPTION": "Profiles, tags, segments, feeds and jobs. Authenticate with `Authorization: Bearer <key>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["api.permissions.HasScope"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
 """Writes on profiles that people decide: review of possible duplicates, unmerge, the identity-map export."""
 import csv
+from datetime import datetime
 from itertools import product
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import sql
-from .models import CustomerProfile, DoNotLink, PossibleDuplicate, RecordLink, Source, SourceRecord
+from .models import Consent, CustomerProfile, DoNotLink, PossibleDuplicate, RecordLink, Source, SourceRecord
 from .resolution import T_KEY, T_RECORD, ResolutionReport, identity_resolve
 
 
@@ -121,3 +122,15 @@ def identity_map_export(*, path: Path | str) -> int:
         writer.writerow(["profile_id", "source", "customer_key"])
         writer.writerows(rows)
     return len(rows)
+
+
+def consent_set(*, profile: CustomerProfile, channel: str, granted: bool, source: str,
+                at: datetime | None = None) -> Consent:
+    """Record the customer's decision for one channel (insert or update), stamped with when and where from."""
+    if channel not in Consent.Channel.values:
+        raise ValueError(f"unknown channel {channel!r}; one of {', '.join(Consent.Channel.values)}")
+    consent, _ = Consent.objects.update_or_create(
+        profile=profile, channel=channel,
+        defaults={"granted": granted, "source": source[:32], "updated_at": at or timezone.now()},
+    )
+    return consent

@@ -93,3 +93,14 @@ def segment_explain(*, segment: Segment, profile: CustomerProfile, now=None) -> 
 def segment_sizes(*, segment: Segment) -> list[tuple[str, int]]:
     return [(timezone.localtime(at).isoformat(timespec="minutes"), n)
             for at, n in segment.sizes.order_by("at").values_list("at", "member_count")]
+
+
+def segment_member_profile_ids(*, slug: str) -> QuerySet:
+    """Ids of the current members of a segment, as a subquery (for filters); holdout members included."""
+    return SegmentMember.objects.filter(segment__slug=slug, version=F("segment__current_version")).values("profile_id")
+
+
+def profile_segments(*, profile: CustomerProfile) -> QuerySet:
+    """The segments a profile is a current member of, with its holdout flag; one query."""
+    return (SegmentMember.objects.filter(profile=profile, version=F("segment__current_version"))
+            .select_related("segment").order_by("segment__slug"))

@@ -2,13 +2,13 @@
 from collections import defaultdict
 from collections.abc import Iterable
 
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from profiles.models import CustomerProfile, SourceRecord
 
-from .models import TagAssignment
+from .models import TagAssignment, TagDefinition
 
 CHUNK = 5000
 
@@ -54,3 +54,13 @@ def profile_tags(*, profile: CustomerProfile) -> list[TagAssignment]:
     """A profile's tags in force now."""
     return list(TagAssignment.objects.filter(TagAssignment.active_q(timezone.now()), profile=profile)
                 .select_related("tag").order_by("tag__code"))
+
+
+def tagged_profile_ids(*, code: str) -> QuerySet:
+    """Ids of the profiles holding the tag now, as a subquery (for filters)."""
+    return (TagAssignment.objects.filter(TagAssignment.active_q(timezone.now()), tag__code=code)
+            .values("profile_id"))
+
+
+def tag_definition_get(*, code: str) -> TagDefinition | None:
+    return TagDefinition.objects.filter(code=code).first()

@@ -1,0 +1,73 @@
+"""Every error as JSON: {"code": ..., "message": ..., "details": ...}; domain errors are the client's 400s."""
+from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from profiles.feeds import FeedFormatError
+from segments.rules import RuleError
+from tags.services import TagError
+
+from .keys import ApiKeyError
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+    def __init__(self, detail=None, code=None, details=None):
+        super().__init__(detail, code)
+        self.details = details
+
+
+def not_found_view(request, *args, **kwargs):
+    """Any /api/ URL that no route matches: the same JSON 404 as the endpoints give."""
+    return JsonResponse({"code": "not_found", "message": "No such endpoint."}, status=404)
+
+
+def _domain_error(exc) -> Response | None:
+    if isinstance(exc, RuleError):
+        body = {"code": "invalid_rule", "message": exc.message, "details": {"path": exc.path}}
+    elif isinstance(exc, FeedFormatError):
+        body = {"code": "invalid_feed", "message": str(exc)}
+    elif isinstance(exc, TagError):
+        body = {"code": "invalid_tag", "message": str(exc)}
+    elif isinstance(exc, ApiKeyError):
+        body = {"code": "invalid", "message": str(exc)}
+    elif isinstance(exc, DjangoValidationError):
+        details = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        body = {"code": "invalid", "message": "Invalid input.", "details": details}
+    else:
+        return None
+    return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+
+def _first_code(codes):
+    while isinstance(codes, (list, dict)) and codes:
+        codes = next(iter(codes.values())) if isinstance(codes, dict) else codes[0]
+    return codes if isinstance(codes, str) else "error"
+
+
+def exception_handler(exc, context):
+    domain = _domain_error(exc)
+    if domain is not None:
+        return domain
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"code": _first_code(exc.get_codes()) if not isinstance(exc.detail, dict) else "invalid",
+                "message": "Invalid input.", "details": exc.detail}
+    else:
+        body = {"code": exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code,
+                "message": str(exc.detail)}
+        if getattr(exc, "details", None) is not None:
+            body["details"] = exc.details
+    response.data = body
+    return response

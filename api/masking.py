@@ -1,0 +1,67 @@
+"""What a caller without profiles:read_pii sees of personal fields.
+
+The national id number is never stored in clear (only a keyed hash and `id_number_masked`), so it is always
+returned masked, with or without the scope. Card numbers are only ever BIN and last 4 (stored that way).
+"""
+import datetime as dt
+import re
+
+from profiles.normalize import mask_email, mask_id_number, mask_name, mask_phone
+
+# Address: the first characters (province, city, district) stay readable; the street and number do not.
+_ADDRESS_VISIBLE = 6
+
+
+def mask_address(address: str) -> str:
+    if not address:
+        return ""
+    visible = min(_ADDRESS_VISIBLE, len(address) // 3)
+    return address[:visible] + "****"
+
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+
+
+def mask_given_name(name: str) -> str:
+    """Chinese given names fully starred ("伟" -> "*"): with the family name shown, "张" + "伟" would be the name."""
+    if not name:
+        return ""
+    return " ".join("*" * len(word) if _CJK.match(word) else mask_name(word) for word in name.split())
+
+
+def mask_birth_date(value: dt.date | str) -> str:
+    """Year only: "1985-**-**"."""
+    if not value:
+        return ""
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)
+    return text[:4] + "-**-**"
+
+
+MASKS = {
+    "full_name": mask_name,
+    "family_name": mask_name,
+    "given_name": mask_given_name,
+    "phone": mask_phone,
+    "email": mask_email,
+    "address": mask_address,
+    "birth_date": mask_birth_date,
+}
+# The fields whose clear value profiles:read_pii unlocks, and that an audit record lists.
+PII_FIELDS = tuple(MASKS)
+
+__all__ = ["MASKS", "PII_FIELDS", "mask_address", "mask_birth_date", "mask_email", "mask_given_name",
+           "mask_id_number", "mask_name", "mask_phone"]
+
+
+def mask_fields(data: dict, fields=PII_FIELDS) -> dict:
+    """Mask, in place, the personal fields present with a value."""
+    for name in fields:
+        value = data.get(name)
+        if value:
+            data[name] = MASKS[name](value)
+    return data
+
+
+def pii_present(data: dict, fields=PII_FIELDS) -> list[str]:
+    """The personal fields that carry a value in a serialized object (what an audit record lists)."""
+    return [name for name in fields if data.get(name)]

@@ -1,0 +1,1 @@
+"""Profile endpoints: list, retrieve, lookup and the sub-resources of a profile."""

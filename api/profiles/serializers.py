@@ -1,0 +1,146 @@
+"""Profile serializers. Personal fields are masked unless the context says `read_pii` (see api.masking)."""
+from rest_framework import serializers
+
+from profiles.models import AttributeLineage, Consent, CustomerProfile, ProfileMetrics, SourceRecord
+from profiles.resolution import SURVIVORSHIP_GROUPS
+from segments.models import SegmentMember
+from tags.models import TagAssignment
+
+from ..masking import mask_fields
+
+# Birth dates travel as text: masked, they are "1985-**-**", which is not a date.
+_BIRTH_DATE_HELP = "YYYY-MM-DD; masked to the year (YYYY-**-**) without profiles:read_pii"
+
+
+class MaskedMixin:
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        return data if self.context.get("read_pii") else mask_fields(data)
+
+
+class ProfileSerializer(MaskedMixin, serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    birth_date = serializers.CharField(read_only=True, allow_null=True, help_text=_BIRTH_DATE_HELP)
+    id_number_masked = serializers.CharField(read_only=True, allow_null=True,
+                                             help_text="Always masked: the number itself is never stored")
+    # Annotated by the selectors (profiles_active, profile_resolve): null until metrics are computed.
+    lifecycle_stage = serializers.CharField(read_only=True, allow_null=True)
+    value_tier = serializers.CharField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = CustomerProfile
+        fields = ["id", "full_name", "family_name", "given_name", "gender", "birth_date", "id_type",
+                  "id_number_masked", "phone", "email", "address", "city", "postcode", "lifecycle_stage",
+                  "value_tier", "record_count", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ProfileDetailSerializer(ProfileSerializer):
+    resolved_from = serializers.SerializerMethodField(
+        help_text="The absorbed id that was asked for, when it was merged into this profile; else null")
+
+    class Meta(ProfileSerializer.Meta):
+        fields = ProfileSerializer.Meta.fields + ["resolved_from"]
+        read_only_fields = fields
+
+    def get_resolved_from(self, obj) -> str | None:
+        return self.context.get("resolved_from")
+
+
+class ProfileLookupSerializer(serializers.Serializer):
+    """Find a profile by a source's customer key, or by phone, e-mail or id number (each normalised first)."""
+
+    source = serializers.SlugField(required=False, help_text="Source code, with `key`")
+    key = serializers.CharField(required=False, max_length=64, help_text="The source's customer key")
+    phone = serializers.CharField(required=False, max_length=40)
+    email = serializers.CharField(required=False, max_length=254)
+    id_number = serializers.CharField(required=False, max_length=40)
+    id_type = serializers.ChoiceField(required=False, choices=["CN_RESIDENT", "PASSPORT", "OTHER"])
+
+    def validate(self, attrs):
+        given = [name for name in ("key", "phone", "email", "id_number") if attrs.get(name)]
+        if len(given) != 1:
+            raise serializers.ValidationError("give exactly one of: source and key, phone, email, id_number")
+        if bool(attrs.get("source")) != bool(attrs.get("key")):
+            raise serializers.ValidationError("source and key go together")
+        return attrs
+
+
+class ProfileSourceRecordSerializer(MaskedMixin, serializers.ModelSerializer):
+    source = serializers.CharField(source="source.code", read_only=True)
+    birth_date = serializers.CharField(read_only=True, allow_null=True, help_text=_BIRTH_DATE_HELP)
+    batch = serializers.IntegerField(source="last_batch_id", read_only=True, help_text="The batch that last wrote it")
+
+    class Meta:
+        model = SourceRecord
+        fields = ["source", "customer_key", "full_name", "family_name", "given_name", "gender", "birth_date",
+                  "id_type", "id_number_masked", "id_valid", "phone", "email", "address", "city", "postcode",
+                  "core_cif", "pan_bin", "pan_last4", "attributes", "source_updated_at", "loaded_at", "batch"]
+        read_only_fields = fields
+
+
+class ProfileTagSerializer(serializers.ModelSerializer):
+    code = serializers.CharField(source="tag.code", read_only=True)
+    name = serializers.CharField(source="tag.name", read_only=True)
+    kind = serializers.CharField(source="tag.kind", read_only=True)
+
+    class Meta:
+        model = TagAssignment
+        fields = ["code", "name", "kind", "source", "assigned_at", "assigned_by", "expires_at"]
+        read_only_fields = fields
+
+
+class ProfileTagAddSerializer(serializers.Serializer):
+    code = serializers.SlugField(max_length=64, help_text="A manual tag's code")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ProfileSegmentSerializer(serializers.ModelSerializer):
+    slug = serializers.CharField(source="segment.slug", read_only=True)
+    name = serializers.CharField(source="segment.name", read_only=True)
+
+    class Meta:
+        model = SegmentMember
+        fields = ["slug", "name", "in_holdout"]
+        read_only_fields = fields
+
+
+class ProfileMetricsSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ProfileMetrics
+        exclude = ["profile"]
+        read_only_fields = [f.name for f in ProfileMetrics._meta.fields if f.name != "profile"]
+
+
+class ProfileLineageSerializer(serializers.ModelSerializer):
+    attribute = serializers.CharField(read_only=True, help_text="Survivorship group: name, gender, birth_date, "
+                                                                "id_number, phone, email, address")
+    golden_fields = serializers.SerializerMethodField(help_text="The golden fields the group supplies")
+    source = serializers.CharField(source="record.source.code", read_only=True)
+    customer_key = serializers.CharField(source="record.customer_key", read_only=True)
+    batch = serializers.IntegerField(source="batch_id", read_only=True)
+    batch_file_name = serializers.CharField(source="batch.file_name", read_only=True)
+    loaded_at = serializers.DateTimeField(source="record.loaded_at", read_only=True)
+    source_updated_at = serializers.DateTimeField(source="record.source_updated_at", read_only=True, allow_null=True)
+
+    class Meta:
+        model = AttributeLineage
+        fields = ["attribute", "golden_fields", "source", "customer_key", "batch", "batch_file_name", "loaded_at",
+                  "source_updated_at"]
+
+    def get_golden_fields(self, obj) -> list[str]:
+        return list(SURVIVORSHIP_GROUPS.get(obj.attribute, ("", ()))[1])
+
+
+class ProfileConsentSerializer(serializers.Serializer):
+    channel = serializers.ChoiceField(choices=Consent.Channel.choices, read_only=True)
+    granted = serializers.BooleanField(read_only=True, allow_null=True,
+                                       help_text="null: the customer never decided for this channel")
+    source = serializers.CharField(read_only=True, allow_null=True)
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class ProfileConsentUpdateSerializer(serializers.Serializer):
+    granted = serializers.BooleanField()
+    source = serializers.CharField(required=False, max_length=32,
+                                   help_text="Where the decision came from (a channel app, branch); default 'api'")

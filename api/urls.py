@@ -1,0 +1,19 @@
+"""/api/: the versioned API under v1/, and its schema and docs (authenticated, like everything here)."""
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from .exceptions import not_found_view
+from .profiles.views import ProfileViewSet
+
+router = DefaultRouter()
+router.include_root_view = False
+router.register("profiles", ProfileViewSet, basename="profile")
+
+urlpatterns = [
+    path("v1/", include(router.urls)),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    re_path(r"", not_found_view),
+]
