@@ -5,10 +5,12 @@ from rest_framework.routers import DefaultRouter
 
 from .exceptions import not_found_view
 from .profiles.views import ProfileViewSet
+from .segments.views import SegmentViewSet
 
 router = DefaultRouter()
 router.include_root_view = False
 router.register("profiles", ProfileViewSet, basename="profile")
+router.register("segments", SegmentViewSet, basename="segment")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

@@ -68,6 +68,15 @@ def segment_save(*, segment: Segment) -> Segment:
     return segment
 
 
+def segment_delete(*, segment: Segment) -> None:
+    """Delete a segment with its membership and history, unless another segment's rule uses it (RuleError)."""
+    users = sorted(other.slug for other in Segment.objects.filter(kind=Segment.Kind.RULE).exclude(pk=segment.pk)
+                   if other.rule and segment.slug in referenced_segments(other.rule))
+    if users:
+        raise RuleError(f"segment {segment.slug!r} is used by {', '.join(users)}; change their rules first")
+    segment.delete()
+
+
 def _result_queryset(segment: Segment, ctx: RuleContext):
     if segment.kind == Segment.Kind.STATIC:
         entries = StaticSegmentEntry.objects.filter(segment_id=segment.pk, profile=OuterRef("pk"))

@@ -1,0 +1,86 @@
+"""Segment serializers: thin shapes over segments.models; validation of rules is the domain's (RuleError)."""
+from rest_framework import serializers
+
+from segments.models import RefreshJob, Segment, SegmentEvent
+
+
+class SegmentSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Segment
+        fields = ["slug", "name", "description", "kind", "rule", "status", "refresh_every_minutes", "refresh_cron",
+                  "holdout_percent", "owner", "inputs", "is_time_relative", "member_count", "holdout_count",
+                  "last_refreshed_at", "is_calculating", "last_error", "created_at", "updated_at"]
+        read_only_fields = ["inputs", "is_time_relative", "member_count", "holdout_count", "last_refreshed_at",
+                            "is_calculating", "last_error", "created_at", "updated_at"]
+
+
+class SegmentRuleSerializer(serializers.Serializer):
+    rule = serializers.JSONField(help_text="A rule in the rule language (see the README and /segments/catalogue/)")
+
+
+class SegmentPreviewSampleSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    city = serializers.CharField(allow_null=True)
+    gender = serializers.CharField(allow_null=True)
+
+
+class SegmentPreviewSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    sample = SegmentPreviewSampleSerializer(many=True)
+
+
+class SegmentDiffSerializer(serializers.Serializer):
+    would_enter = serializers.IntegerField()
+    would_leave = serializers.IntegerField()
+    would_stay = serializers.IntegerField()
+
+
+class SegmentExplainSerializer(serializers.Serializer):
+    segment = serializers.CharField()
+    profile = serializers.CharField()
+    member = serializers.BooleanField()
+    in_holdout = serializers.BooleanField()
+    rule = serializers.JSONField(allow_null=True, help_text="Every node with its result and the value seen")
+
+
+class SegmentCatalogueFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    type = serializers.CharField()
+    ops = serializers.ListField(child=serializers.CharField())
+    examples = serializers.ListField(child=serializers.JSONField(), required=False)
+    choices = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class SegmentMemberSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
+    in_holdout = serializers.BooleanField()
+
+
+class SegmentEventSerializer(serializers.ModelSerializer):
+    profile = serializers.CharField(source="profile.public_id")
+
+    class Meta:
+        model = SegmentEvent
+        fields = ["profile", "kind", "at", "job"]
+
+
+class SegmentRefreshAcceptedSerializer(serializers.Serializer):
+    job_id = serializers.IntegerField()
+    status = serializers.CharField()
+
+
+class RefreshJobSerializer(serializers.ModelSerializer):
+    segment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    tag = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = RefreshJob
+        fields = ["id", "segment", "tag", "trigger", "status", "version", "entered", "exited", "member_count",
+                  "queued_at", "started_at", "finished_at", "duration_seconds", "error"]
+
+
+class SegmentSnapshotMemberSerializer(serializers.Serializer):
+    id = serializers.CharField(source="public_id")
