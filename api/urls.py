@@ -6,11 +6,13 @@ from rest_framework.routers import DefaultRouter
 from .exceptions import not_found_view
 from .profiles.views import ProfileViewSet
 from .segments.views import SegmentViewSet
+from .tags import TagDefinitionViewSet
 
 router = DefaultRouter()
 router.include_root_view = False
 router.register("profiles", ProfileViewSet, basename="profile")
 router.register("segments", SegmentViewSet, basename="segment")
+router.register("tags", TagDefinitionViewSet, basename="tag")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

@@ -144,6 +144,29 @@ def _switch(segment: Segment, *, old: int, new: int, members: int, job: RefreshJ
     return entered, exited
 
 
+def tag_definition_save(*, tag: TagDefinition) -> TagDefinition:
+    """Validate and save a tag definition: a rule tag needs a rule over fields and manual or system tags only."""
+    if tag.kind == TagDefinition.Kind.RULE:
+        if not tag.rule:
+            raise RuleError("a rule tag needs a rule")
+        rule_validate(tag.rule, RuleContext(allow_segments=False))
+    else:
+        tag.rule = None
+    tag.save()
+    return tag
+
+
+def tag_definition_delete(*, tag: TagDefinition) -> None:
+    """Delete a tag and its assignments, unless a segment or rule tag uses it (RuleError naming them)."""
+    needle = f"tag:{tag.code}"
+    users = sorted([s.slug for s in Segment.objects.filter(kind=Segment.Kind.RULE) if s.rule and needle in
+                    rule_inputs(s.rule)] + [t.code for t in TagDefinition.objects.filter(kind=TagDefinition.Kind.RULE)
+                                            .exclude(pk=tag.pk) if t.rule and needle in rule_inputs(t.rule)])
+    if users:
+        raise RuleError(f"tag {tag.code!r} is used by {', '.join(users)}; change their rules first")
+    tag.delete()
+
+
 def tag_rule_refresh(*, tag: TagDefinition, trigger: str = "manual", now=None) -> RefreshJob:
     """Recompute a rule tag's assignments with the segment engine: add the new, remove the gone, in one transaction."""
     job = RefreshJob.objects.create(tag=tag, trigger=trigger, status=RefreshJob.Status.RUNNING,
