@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from .exceptions import not_found_view
+from .feeds import FeedBatchViewSet, RefreshJobViewSet
 from .profiles.views import ProfileViewSet
 from .segments.views import SegmentViewSet
 from .tags import TagDefinitionViewSet
@@ -13,6 +14,8 @@ router.include_root_view = False
 router.register("profiles", ProfileViewSet, basename="profile")
 router.register("segments", SegmentViewSet, basename="segment")
 router.register("tags", TagDefinitionViewSet, basename="tag")
+router.register("feeds/batches", FeedBatchViewSet, basename="feed-batch")
+router.register("jobs/refresh", RefreshJobViewSet, basename="refresh-job")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

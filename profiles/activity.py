@@ -21,7 +21,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from . import sql
-from .feeds import FeedFormatError, read_feed
+from .feeds import FeedFormatError, batch_start, read_feed
 from .models import (
     Account, CardTransaction, CustomerProfile, FeedBatch, FxRate, Holding, RejectedRow, RiskAssessment, Source,
     SourceRecord, Transaction,
@@ -364,8 +364,9 @@ def _unlock(source: Source, kind: str) -> None:
 
 
 def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, encoding: str = "utf-8-sig",
-                       progress: bool = False) -> FeedBatch:
-    """Load one activity feed file of `kind` (see KINDS) for `source`; returns its batch."""
+                       progress: bool = False, batch: FeedBatch | None = None) -> FeedBatch:
+    """Load one activity feed file of `kind` (see KINDS) for `source`; returns its batch (`batch`: a queued one to
+    run this load as)."""
     if kind not in KINDS:
         raise ValueError(f"unknown feed kind {kind!r}: one of customers, {', '.join(KINDS)}")
     spec = KINDS[kind]
@@ -374,7 +375,7 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
     path = Path(path)
     _lock(source, kind)
     try:
-        batch = FeedBatch.objects.create(source=source, kind=kind, file_name=str(path))
+        batch = batch_start(batch, source=source, kind=kind, file_name=str(path))
         state = _Staged(rejected=[], warnings=Counter())
         known_currencies = {"CNY", *FxRate.objects.values_list("currency", flat=True).distinct()}
         try:

@@ -315,8 +315,25 @@ def _fail_batch(batch: FeedBatch, error: str) -> None:
     FeedBatch.objects.filter(pk=batch.pk).update(status=FeedBatch.Status.FAILED, error=error, finished_at=timezone.now())
 
 
-def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-sig", progress: bool = False) -> FeedBatch:
-    """Load one customer feed file for `source`; returns its batch (succeeded or failed with the reason)."""
+def feed_batch_queue(*, source: Source, kind: str, path: Path | str) -> FeedBatch:
+    """The batch of a file accepted now and loaded later by a task: its id is what the caller polls."""
+    return FeedBatch.objects.create(source=source, kind=kind, file_name=str(path), status=FeedBatch.Status.QUEUED)
+
+
+def batch_start(queued: FeedBatch | None, **fields) -> FeedBatch:
+    """A new running batch, or the queued one (feed_batch_queue) switched to running with these fields."""
+    if queued is None:
+        return FeedBatch.objects.create(**fields)
+    FeedBatch.objects.filter(pk=queued.pk).update(status=FeedBatch.Status.RUNNING, started_at=timezone.now(), **fields)
+    queued.refresh_from_db()
+    return queued
+
+
+def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-sig", progress: bool = False,
+              batch: FeedBatch | None = None) -> FeedBatch:
+    """Load one customer feed file for `source`; returns its batch (succeeded or failed with the reason).
+
+    `batch`: a queued batch (feed_batch_queue) to run this load as; by default a new one."""
     if isinstance(source, str):
         source = Source.objects.get(code=source)
     path = Path(path)
@@ -324,7 +341,7 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
         encoding = "utf-8-sig"
     _lock_source(source)
     try:
-        batch = FeedBatch.objects.create(source=source, file_name=str(path), file_sha256=_file_sha256(path))
+        batch = batch_start(batch, source=source, file_name=str(path), file_sha256=_file_sha256(path))
         try:
             with transaction.atomic():
                 sql.set_work_mem()

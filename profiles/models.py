@@ -27,6 +27,7 @@ class Source(models.Model):
 
 class FeedBatch(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"  # accepted (an upload), waiting for a worker
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"

@@ -70,6 +70,7 @@ class SegmentEventSerializer(serializers.ModelSerializer):
 class SegmentRefreshAcceptedSerializer(serializers.Serializer):
     job_id = serializers.IntegerField()
     status = serializers.CharField()
+    job_url = serializers.URLField()
 
 
 class RefreshJobSerializer(serializers.ModelSerializer):

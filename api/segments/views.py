@@ -10,6 +10,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from profiles.models import Consent, CustomerProfile
 from profiles.selectors import profile_resolve
@@ -131,7 +132,9 @@ class SegmentViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"], pagination_class=None, filterset_fields=None)
     def refresh(self, request, slug=None):
         job = segment_refresh_enqueue(segment=self.get_object(), trigger="api")
-        return Response({"job_id": job.pk, "status": job.status}, status=status.HTTP_202_ACCEPTED)
+        return Response({"job_id": job.pk, "status": job.status,
+                         "job_url": reverse("refresh-job-detail", kwargs={"pk": job.pk}, request=request)},
+                        status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary="Current members (public id and holdout flag), cursor-paginated", parameters=[_SLUG],
                    responses={200: s.SegmentMemberSerializer(many=True), **_ERRORS})

@@ -32,7 +32,8 @@ def wsgi_app():
 
 
 @pytest.fixture
-def all_scopes_key(api_client):
+def all_scopes_key(api_client, settings, tmp_path):
+    settings.CDP_FEED_UPLOAD_DIR = tmp_path  # generated uploads land in the test's own folder
     CustomerProfile.objects.create(public_id="PFUZZ0000001", full_name="张三", phone="+8613812345678")
     TagDefinition.objects.create(code="vip", name="VIP", kind=TagDefinition.Kind.MANUAL)
     return api_client(scopes=list(Scope.values)).key
