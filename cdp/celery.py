@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
 
@@ -11,4 +12,7 @@ app.autodiscover_tasks()
 # The one beat schedule. Per-segment schedules (interval or cron) live on the segment and are checked here.
 app.conf.beat_schedule = {
     "segments-refresh-due": {"task": "segments.tasks.segments_refresh_due_task", "schedule": 300.0},
+    # Windows ("last 30 days"), dormancy and age move with the calendar even when nothing is loaded.
+    "profile-metrics-nightly": {"task": "profiles.tasks.profile_metrics_recompute_task",
+                                "schedule": crontab(hour=1, minute=30)},
 }

@@ -3,8 +3,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from .models import (
-    AttributeLineage, CustomerProfile, DoNotLink, FeedBatch, MatchRule, PossibleDuplicate, RejectedRow, Source,
-    SourceRecord, SuppressedIdentifier,
+    AttributeLineage, CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate,
+    ProfileMetrics, RejectedRow, Source, SourceRecord, SuppressedIdentifier,
 )
 from .normalize import mask_email, mask_name, mask_phone
 from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
@@ -93,6 +93,28 @@ def _masked_column(name: str):
     return column
 
 
+class ProfileMetricsInline(admin.StackedInline):
+    """The financial picture and derived attributes, as the last recomputation left them."""
+
+    model = ProfileMetrics
+    fields = [f.name for f in ProfileMetrics._meta.fields if f.name not in ("id", "profile")]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(MetricsConfig)
+class MetricsConfigAdmin(admin.ModelAdmin):
+    """The thresholds, margins and weights of the derived attributes (one row; see the README for the rules)."""
+
+    def has_add_permission(self, request):
+        return not MetricsConfig.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(CustomerProfile)
 class CustomerProfileAdmin(ReadOnlyAdmin):
     list_display = ("public_id", "masked_full_name", "gender", "birth_date", "masked_phone", "city", "record_count",
@@ -104,7 +126,7 @@ class CustomerProfileAdmin(ReadOnlyAdmin):
               "id_number_masked", "masked_phone", "masked_email", "masked_address", "city", "postcode",
               "record_count", "lineage_table", "created_at", "updated_at")
     readonly_fields = fields
-    inlines = [SourceRecordInline]
+    inlines = [SourceRecordInline, ProfileMetricsInline]
     actions = ["unmerge"]
 
     masked_full_name = _masked_column("full_name")

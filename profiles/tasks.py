@@ -1,8 +1,9 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from .activity import activity_feed_load
+from .activity import activity_batch_profile_ids, activity_feed_load
 from .feeds import feed_load
+from .metrics import profile_metrics_recompute
 from .models import FeedBatch
 from .resolution import identity_resolve
 
@@ -18,11 +19,26 @@ def load_feed_task(source_code: str, path: str, encoding: str = "utf-8-sig", res
     else:
         batch = activity_feed_load(source=source_code, kind=kind, path=path, encoding=encoding, batch=queued)
     result = {"batch": batch.pk, "status": batch.status, "error": batch.error}
-    if resolve and kind == "customers" and batch.status == batch.Status.SUCCEEDED:
-        result["resolution"] = identity_resolve().as_dict()
+    if batch.status != batch.Status.SUCCEEDED:
+        return result
+    if kind == "customers":
+        if resolve:
+            result["resolution"] = identity_resolve().as_dict()
+            # New links can attach held activity to any profile: recomputed in full, set-based.
+            profile_metrics_recompute_task.delay()
+    elif kind != "fx_rates":
+        profile_metrics_recompute_task.delay(profile_ids=activity_batch_profile_ids(batch=batch))
+    else:
+        profile_metrics_recompute_task.delay()
     return result
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def identity_resolve_task(full: bool = False) -> dict:
     return identity_resolve(full=full).as_dict()
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def profile_metrics_recompute_task(profile_ids: list[int] | None = None) -> dict:
+    """After a load: the profiles it touched; nightly (no ids): every profile, for the time-relative values."""
+    return profile_metrics_recompute(profile_ids=profile_ids).as_dict()

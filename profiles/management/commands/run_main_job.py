@@ -7,6 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from profiles.feeds import feed_load
+from profiles.metrics import profile_metrics_recompute
 from profiles.models import CustomerProfile, PossibleDuplicate, SourceRecord
 from profiles.resolution import identity_resolve
 from profiles.sample_data import generate_sample_feeds
@@ -46,6 +47,7 @@ class Command(BaseCommand):
             f"{CustomerProfile.objects.filter(status='active').count()} profiles; "
             f"{PossibleDuplicate.objects.filter(status='open').count()} possible duplicates to review"
         )
+        self.stdout.write(f"metrics: {profile_metrics_recompute().profiles} profiles computed")
         for job in sample_segments_create().jobs:
             target = f"segment {job.segment.slug}" if job.segment_id else f"tag {job.tag.code}"
             self.stdout.write(f"{target}: {job.member_count} members ({job.status})")
