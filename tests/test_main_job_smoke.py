@@ -59,6 +59,12 @@ def test_main_job_generates_loads_and_unifies_the_sample_feeds_on_sqlite(tmp_pat
         assert one("SELECT COUNT(*) FROM profiles_customerprofile p WHERE p.status = 'active' AND p.record_count "
                    "<> (SELECT COUNT(*) FROM profiles_sourcerecord r WHERE r.profile_id = p.id)") == 0
         assert one("SELECT COUNT(DISTINCT source_id) FROM profiles_sourcerecord") == 3
-        assert one("SELECT COUNT(*) FROM profiles_feedbatch WHERE status = 'succeeded'") == 3
+        assert one("SELECT COUNT(*) FROM profiles_feedbatch WHERE status = 'succeeded'") == 3 + 6  # + activity
+        # Activity reached profiles through the identity map, and every live profile has its metrics.
+        assert one("SELECT COUNT(DISTINCT r.profile_id) FROM profiles_cardtransaction c JOIN profiles_sourcerecord r "
+                   "ON r.source_id = c.source_id AND r.customer_key = c.customer_key") > CUSTOMERS / 2
+        assert one("SELECT COUNT(*) FROM profiles_profilemetrics") == profiles
+        assert one("SELECT COUNT(DISTINCT lifecycle_stage) FROM profiles_profilemetrics") >= 3
+        assert one("SELECT COUNT(*) FROM profiles_cardtransaction WHERE pan_bin IS NOT NULL") > 0
         assert (printed_records, printed_profiles) == (records, profiles)
         assert printed_duplicates == one("SELECT COUNT(*) FROM profiles_possibleduplicate WHERE status = 'open'")

@@ -5,11 +5,14 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from profiles.activity import activity_feed_load
 from profiles.feeds import feed_load
 from profiles.metrics import profile_metrics_recompute
 from profiles.models import CustomerProfile, PossibleDuplicate, SourceRecord
 from profiles.resolution import identity_resolve
+from profiles.sample_activity import ACTIVITY_FILES, generate_sample_activity
 from profiles.sample_data import generate_sample_feeds
 from segments.sample_data import sample_segments_create
 
@@ -42,6 +45,15 @@ class Command(BaseCommand):
                 f"unchanged {batch.rows_unchanged}, rejected {batch.rows_rejected}"
             )
         self.stdout.write(identity_resolve().summary())
+        if not (out_dir / "core_transactions.csv").exists():
+            counts = generate_sample_activity(out_dir=out_dir, seed=seed, today=timezone.localdate())
+            self.stdout.write(f"generated sample activity: {counts}")
+        for kind, (source, name, _header) in ACTIVITY_FILES.items():
+            batch = activity_feed_load(source=source, kind=kind, path=out_dir / name)
+            if batch.status != batch.Status.SUCCEEDED:
+                raise CommandError(f"loading {name} failed: {batch.error}")
+            self.stdout.write(f"loaded {name}: created {batch.rows_created}, unchanged {batch.rows_unchanged}, "
+                              f"rejected {batch.rows_rejected}")
         self.stdout.write(
             f"{SourceRecord.objects.count()} source records -> "
             f"{CustomerProfile.objects.filter(status='active').count()} profiles; "
