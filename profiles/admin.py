@@ -1,5 +1,6 @@
 """Admin for data engineers: sources, rules, batches and rejects, profiles (masked), review and unmerge."""
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .models import (
@@ -7,6 +8,7 @@ from .models import (
     ProfileMetrics, RejectedRow, Source, SourceRecord, SuppressedIdentifier,
 )
 from .normalize import mask_email, mask_name, mask_phone
+from .selectors import profile_timeline
 from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
 
 MASKERS = {"full_name": mask_name, "family_name": mask_name, "given_name": mask_name, "phone": mask_phone,
@@ -124,7 +126,7 @@ class CustomerProfileAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     fields = ("public_id", "status", "merged_into", "masked_full_name", "gender", "birth_date", "id_type",
               "id_number_masked", "masked_phone", "masked_email", "masked_address", "city", "postcode",
-              "record_count", "lineage_table", "created_at", "updated_at")
+              "record_count", "lineage_table", "timeline_table", "created_at", "updated_at")
     readonly_fields = fields
     inlines = [SourceRecordInline, ProfileMetricsInline]
     actions = ["unmerge"]
@@ -141,6 +143,19 @@ class CustomerProfileAdmin(ReadOnlyAdmin):
             "<table><tr><th>attribute</th><th>source record</th><th>batch</th></tr>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}:{}</td><td>#{}</td></tr>", (
                 (r.attribute, r.record.source.code, r.record.customer_key, r.batch_id) for r in rows
+            )),
+        )
+
+    @admin.display(description="timeline (latest 50 events)")
+    def timeline_table(self, obj):
+        return format_html(
+            "<table><tr><th>when</th><th>event</th><th>source</th><th>reference</th><th>amount</th><th></th></tr>"
+            "{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td><td>{}</td></tr>", (
+                (timezone.localtime(e["at"]).strftime("%Y-%m-%d %H:%M") if e["at"] else "", e["event"],
+                 e["source"] or "", e["reference"], e["amount"] if e["amount"] is not None else "",
+                 e["currency"] or "", e["detail"] or "")
+                for e in profile_timeline(profile=obj, limit=50)
             )),
         )
 

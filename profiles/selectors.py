@@ -1,8 +1,12 @@
 """Reads on profiles shared by the admin, the API and services."""
-from django.db.models import F, QuerySet
-from django.db.models.functions import Coalesce
+from django.db import connection
+from django.db.models import CharField, DateTimeField, DecimalField, F, Q, QuerySet, Value
+from django.db.models.functions import Cast
 
-from .models import AttributeLineage, Consent, CustomerProfile, ProfileMetrics, Source, SourceRecord
+from .models import (
+    Account, AttributeLineage, CardTransaction, Consent, CustomerProfile, Holding, ProfileMetrics, RiskAssessment,
+    Source, SourceRecord, Transaction,
+)
 from .normalize import is_placeholder, keyed_hash, normalize_email, normalize_id_number, normalize_phone
 
 
@@ -110,3 +114,62 @@ def profile_consents(*, profile: CustomerProfile) -> list[dict]:
 
 def profile_metrics(*, profile: CustomerProfile) -> ProfileMetrics | None:
     return ProfileMetrics.objects.filter(profile=profile).first()
+
+
+def _timeline_part(queryset: QuerySet, *, at, event: str, reference, amount=None, currency=None, detail=None):
+    """One kind of event as (at, event, source, reference, amount, currency, detail) rows, ready for UNION ALL."""
+    return queryset.annotate(
+        t_at=at, t_event=Value(event), t_source=F("source__code"), t_reference=reference,
+        t_amount=amount if amount is not None else Value(None, output_field=DecimalField()),
+        t_currency=currency if currency is not None else Value(None, output_field=CharField()),
+        t_detail=detail if detail is not None else Value(None, output_field=CharField()),
+    ).values_list("t_at", "t_event", "t_source", "t_reference", "t_amount", "t_currency", "t_detail")
+
+
+TIMELINE_COLUMNS = ("at", "event", "source", "reference", "amount", "currency", "detail")
+
+
+def profile_timeline(*, profile: CustomerProfile, limit: int = 50, before=None) -> list[dict]:
+    """The profile's events across all systems, newest first: records loaded, accounts opened and closed,
+    transactions, card transactions, holdings, risk assessments and merges. `before` (a datetime) pages back.
+
+    Two queries whatever the profile holds: its source keys, then one UNION ALL of every kind, each part using the
+    (source, customer_key) index of its table and limited before the union is sorted.
+    """
+    keys = list(SourceRecord.objects.filter(profile=profile).values_list("source_id", "customer_key"))
+    if not keys:
+        return []
+    of_profile = Q()
+    for source_id, customer_key in keys:
+        of_profile |= Q(source_id=source_id, customer_key=customer_key)
+    day = lambda name: Cast(name, DateTimeField())  # noqa: E731 - dates sort among timestamps at their midnight
+    accounts = Account.objects.filter(of_profile)
+    parts = [
+        _timeline_part(SourceRecord.objects.filter(profile=profile), at=F("loaded_at"), event="record_loaded",
+                       reference=F("customer_key")),
+        _timeline_part(accounts, at=day("opened_at"), event="account_opened", reference=F("account_key"),
+                       amount=F("balance"), currency=F("currency"), detail=F("product_type")),
+        _timeline_part(accounts.filter(closed_at__isnull=False), at=day("closed_at"), event="account_closed",
+                       reference=F("account_key"), detail=F("product_type")),
+        _timeline_part(Transaction.objects.filter(of_profile), at=F("occurred_at"), event="transaction",
+                       reference=F("txn_key"), amount=F("amount"), currency=F("currency"), detail=F("kind")),
+        _timeline_part(CardTransaction.objects.filter(of_profile), at=F("occurred_at"), event="card_transaction",
+                       reference=F("txn_key"), amount=F("amount"), currency=F("currency"),
+                       detail=F("merchant_category")),
+        _timeline_part(Holding.objects.filter(of_profile), at=day("as_of"), event="holding",
+                       reference=F("holding_key"), amount=F("market_value"), currency=F("currency"),
+                       detail=F("product_type")),
+        _timeline_part(RiskAssessment.objects.filter(of_profile), at=day("assessed_at"), event="risk_assessment",
+                       reference=F("customer_key"), detail=F("risk_level")),
+        CustomerProfile.objects.filter(merged_into=profile).annotate(
+            t_at=F("merged_at"), t_event=Value("profile_merged"), t_source=Value(None, output_field=CharField()),
+            t_reference=F("public_id"), t_amount=Value(None, output_field=DecimalField()),
+            t_currency=Value(None, output_field=CharField()), t_detail=Value(None, output_field=CharField()),
+        ).values_list("t_at", "t_event", "t_source", "t_reference", "t_amount", "t_currency", "t_detail"),
+    ]
+    if before is not None:
+        parts = [part.filter(t_at__lt=before) for part in parts]
+    if connection.features.supports_slicing_ordering_in_compound:  # PostgreSQL; SQLite sorts the whole union
+        parts = [part.order_by("-t_at")[:limit] for part in parts]
+    rows = parts[0].union(*parts[1:], all=True).order_by("-t_at")[:limit]
+    return [dict(zip(TIMELINE_COLUMNS, row)) for row in rows]

@@ -134,6 +134,22 @@ class ProfileMetricsSerializer(serializers.ModelSerializer):
         read_only_fields = [f.name for f in ProfileMetrics._meta.fields if f.name != "profile"]
 
 
+class ProfileTimelineQuerySerializer(serializers.Serializer):
+    before = serializers.DateTimeField(required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=50)
+
+
+class ProfileTimelineEventSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    event = serializers.ChoiceField(choices=["record_loaded", "account_opened", "account_closed", "transaction",
+                                             "card_transaction", "holding", "risk_assessment", "profile_merged"])
+    source = serializers.CharField(allow_null=True)
+    reference = serializers.CharField(help_text="Customer, account, transaction or holding key; a merged profile id")
+    amount = serializers.DecimalField(max_digits=18, decimal_places=2, allow_null=True)
+    currency = serializers.CharField(allow_null=True)
+    detail = serializers.CharField(allow_null=True, help_text="Product type, transaction kind, category or level")
+
+
 class ProfileLineageSerializer(serializers.ModelSerializer):
     attribute = serializers.CharField(read_only=True, help_text="Survivorship group: name, gender, birth_date, "
                                                                 "id_number, phone, email, address")

@@ -16,7 +16,7 @@ from rest_framework.reverse import reverse
 from profiles.models import Consent, CustomerProfile
 from profiles.selectors import (
     profile_consents, profile_get_by_source_key, profile_lineage, profile_metrics, profile_resolve,
-    profile_source_records, profiles_active, profiles_by_identifier,
+    profile_source_records, profile_timeline, profiles_active, profiles_by_identifier,
 )
 from profiles.services import consent_set
 from segments.selectors import profile_segments
@@ -55,7 +55,7 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_class = CustomerProfileFilterSet
     required_scopes = {
         "list": READ, "retrieve": READ, "lookup": READ, "source_records": READ, "tags": READ, "segments": READ,
-        "metrics": READ, "lineage": READ, "consent": READ,
+        "metrics": READ, "lineage": READ, "consent": READ, "timeline": READ,
         "tag_add": WRITE, "tag_remove": WRITE, "consent_set": WRITE,
     }
     resolved_from: str | None = None
@@ -186,6 +186,19 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["get"], url_path="segments", pagination_class=None, filterset_class=None)
     def segments(self, request, public_id=None):
         return Response(s.ProfileSegmentSerializer(profile_segments(profile=self.get_profile()), many=True).data)
+
+    @extend_schema(summary="The profile's events across all systems, newest first (pages with `before`)",
+                   parameters=[_PROFILE_ID,
+                               OpenApiParameter("before", OpenApiTypes.DATETIME, description="Events before this"),
+                               OpenApiParameter("limit", OpenApiTypes.INT, description="At most 200; default 50")],
+                   responses={200: s.ProfileTimelineEventSerializer(many=True), **_ERRORS})
+    @action(detail=True, methods=["get"], url_path="timeline", pagination_class=None, filterset_class=None)
+    def timeline(self, request, public_id=None):
+        profile = self.get_profile()
+        query = s.ProfileTimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        events = profile_timeline(profile=profile, **query.validated_data)
+        return Response(s.ProfileTimelineEventSerializer(events, many=True).data)
 
     @extend_schema(summary="Financial metrics and derived attributes (lifecycle stage, value tier, CLV, churn risk)",
                    parameters=[_PROFILE_ID],

@@ -386,3 +386,22 @@ def test_hostile_input_is_a_4xx_never_a_5xx(api_client, zhang, path):
     response = api_client(scopes=READ).get(path)
     assert 400 <= response.status_code < 500 or response.status_code == 200, path
     assert "code" in response.json() or "results" in response.json()
+
+
+def test_timeline_lists_events_newest_first_and_pages(api_client):
+    from tests.profiles.test_metrics import Bank, at
+    bank = Bank()
+    owner = _profile(full_name="张伟")
+    bank.customer(owner, "card", "K7")
+    bank.card("K7", at(2026, 2, 11), "88")
+    bank.card("K7", at(2026, 3, 1), "12")
+    client = api_client(scopes=READ)
+    events = client.get(f"/api/v1/profiles/{owner.public_id}/timeline/").json()
+    assert [(e["event"], e["amount"]) for e in events if e["event"] == "card_transaction"] == [
+        ("card_transaction", "12.00"), ("card_transaction", "88.00")]
+    older = client.get(f"/api/v1/profiles/{owner.public_id}/timeline/",
+                       {"before": "2026-03-01T00:00:00+08:00", "limit": 1}).json()
+    assert [e["amount"] for e in older] == ["88.00"]
+    assert client.get(f"/api/v1/profiles/{owner.public_id}/timeline/", {"limit": 0}).status_code == 400
+    assert api_client(scopes=["segments:read"]).get(f"/api/v1/profiles/{owner.public_id}/timeline/").status_code \
+        == 403
