@@ -327,6 +327,10 @@ class ActivityRow(models.Model):
     row_digest = models.CharField(max_length=32)
     # Unindexed by Django; the transaction tables get a BRIN index on it (migration 0004) for "rows of batch N".
     last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # The source record of the same (source, customer_key), if the customer has arrived: a join for queries
+    # (`record__profile_id`), no column and no constraint, so rows may arrive before their customer.
+    record = models.ForeignObject(SourceRecord, on_delete=models.DO_NOTHING, from_fields=["source", "customer_key"],
+                                  to_fields=["source", "customer_key"], related_name="+", null=True)
 
     class Meta:
         abstract = True

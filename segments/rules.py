@@ -1,7 +1,7 @@
 """The rule language: field catalogue, validation with paths, compilation to one ORM query, explain.
 
 A rule is JSON: groups {"all": [...]}, {"any": [...]}, {"not": {...}}; leaves {"field", "op", "value"},
-{"tag": code}, {"segment": slug}. Every node type is one entry of NODE_TYPES (validate, compile, explain,
+{"tag": code}, {"segment": slug}, {"activity": {kind, where, within_days, agg, field, op, value | exists}}. Every node type is one entry of NODE_TYPES (validate, compile, explain,
 inputs) and every queryable attribute one entry of FIELDS, so a new node type (activity) or new catalogue fields
 (derived metrics) are added in one place each. Values reach SQL only as query parameters, through the ORM.
 """
@@ -11,7 +11,9 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field as dc_field
 
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import (
+    Avg, Case, Count, DecimalField, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, When,
+)
 from django.utils import timezone
 
 from profiles.models import CustomerProfile
@@ -84,6 +86,40 @@ for _f in (
     CatalogueField("postcode", "Postcode", "string", "postcode", ("100020",)),
     CatalogueField("record_count", "Source records", "number", "record_count", (2,)),
     CatalogueField("created_at", "First seen", "datetime", "created_at", ({"days_ago": 30}, "2025-01-01")),
+):
+    register_field(_f)
+
+# Metrics and derived attributes (profiles.metrics), through the profile's metrics row; a profile whose metrics
+# were never computed has no value for them. They move with the calendar, so rules using them refresh daily.
+for _f in (
+    CatalogueField("lifecycle_stage", "Lifecycle stage", "choice", "metrics__lifecycle_stage", ("dormant",),
+                   choices=("prospect", "new", "active", "growing", "declining", "dormant", "churned"),
+                   input="metrics"),
+    CatalogueField("value_tier", "Value tier", "choice", "metrics__value_tier", ("high",),
+                   choices=("high", "mid", "low"), input="metrics"),
+    CatalogueField("total_deposits", "Total deposits (CNY)", "number", "metrics__total_deposits", (100000,),
+                   input="metrics"),
+    CatalogueField("aum", "Assets under management (CNY)", "number", "metrics__aum", (500000,), input="metrics"),
+    CatalogueField("loan_balance", "Loan balance (CNY)", "number", "metrics__loan_balance", (0,), input="metrics"),
+    CatalogueField("card_limit", "Card limit (CNY)", "number", "metrics__card_limit", (20000,), input="metrics"),
+    CatalogueField("card_utilisation", "Card utilisation (share of limit)", "number", "metrics__card_utilisation",
+                   (0.8,), input="metrics"),
+    CatalogueField("card_spend_30d", "Card spend, 30 days (CNY)", "number", "metrics__card_spend_30d", (3000,),
+                   input="metrics"),
+    CatalogueField("card_spend_90d", "Card spend, 90 days (CNY)", "number", "metrics__card_spend_90d", (5000,),
+                   input="metrics"),
+    CatalogueField("card_spend_365d", "Card spend, 365 days (CNY)", "number", "metrics__card_spend_365d",
+                   (20000,), input="metrics"),
+    CatalogueField("salary_monthly", "Monthly salary credited (CNY)", "number", "metrics__salary_monthly",
+                   (10000,), input="metrics"),
+    CatalogueField("last_activity_at", "Last customer-initiated activity", "datetime",
+                   "metrics__last_activity_at", ({"days_ago": 180},), input="metrics"),
+    CatalogueField("tenure_months", "Tenure (months)", "number", "metrics__tenure_months", (24,), input="metrics"),
+    CatalogueField("age", "Age (years)", "number", "metrics__age", (60,), input="metrics"),
+    CatalogueField("risk_level", "Wealth risk level", "choice", "metrics__risk_level", ("C3",),
+                   choices=("C1", "C2", "C3", "C4", "C5"), input="metrics"),
+    CatalogueField("clv", "Customer lifetime value (CNY)", "number", "metrics__clv", (10000,), input="metrics"),
+    CatalogueField("churn_risk", "Churn risk (0-100)", "number", "metrics__churn_risk", (60,), input="metrics"),
 ):
     register_field(_f)
 
@@ -277,10 +313,16 @@ def _leaf_values(node: dict, field: CatalogueField, path: str, today: dt.date | 
 
 
 def _validate_field(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _validate_leaf(node, path, ctx, FIELDS, "the field catalogue")
+
+
+def _validate_leaf(node, path: str, ctx: RuleContext, fields: dict[str, CatalogueField], where: str) -> None:
+    if not isinstance(node, dict) or "field" not in node:
+        raise RuleError('a condition is {"field": ..., "op": ..., "value": ...}', path)
     _only_keys(node, {"field", "op", "value"}, path)
-    field = FIELDS.get(node["field"]) if isinstance(node["field"], str) else None
+    field = fields.get(node["field"]) if isinstance(node["field"], str) else None
     if field is None:
-        raise RuleError(f"unknown field {node['field']!r}; see the field catalogue", _join(path, "field"))
+        raise RuleError(f"unknown field {node['field']!r}; see {where}", _join(path, "field"))
     op = node.get("op")
     if op not in field.ops:
         raise RuleError(f"{field.name} takes the operators {', '.join(field.ops)}", _join(path, "op"))
@@ -288,7 +330,10 @@ def _validate_field(node: dict, path: str, ctx: RuleContext, seen: tuple) -> Non
 
 
 def _compile_field(node: dict, ctx: RuleContext) -> Q:
-    field = FIELDS[node["field"]]
+    return _compile_leaf(node, FIELDS[node["field"]], ctx)
+
+
+def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext) -> Q:
     op = node["op"]
     value = _leaf_values(node, field, "", ctx.today)
     path = f"{field.path}__date" if field.type == "datetime" else field.path
@@ -388,6 +433,188 @@ register_node_type(NodeType(
 ))
 
 
+# activity
+
+@dataclass(frozen=True)
+class ActivityKind:
+    model: type
+    time_field: str  # what within_days counts back on
+    time_is_date: bool
+    amount_field: str | None  # converted to CNY: the field `amount` of the activity catalogue
+    fields: dict[str, CatalogueField]
+
+
+def _activity_fields(*fields: CatalogueField) -> dict[str, CatalogueField]:
+    return {f.name: f for f in fields}
+
+
+_TEXT = ("eq", "ne", "in", "not_in", "is_null", "is_not_null")
+
+
+def _activity_kinds() -> dict[str, ActivityKind]:
+    from profiles.models import Account, CardTransaction, Holding, Transaction
+    amount = CatalogueField("amount", "Amount (CNY)", "number", "amount_cny", (5000,))
+    return {
+        "transactions": ActivityKind(Transaction, "occurred_at", False, "amount", _activity_fields(
+            amount,
+            CatalogueField("kind", "Kind", "string", "kind", ("salary_credit", "payment")),
+            CatalogueField("channel", "Channel", "choice", "channel", ("app",),
+                           choices=("app", "branch", "atm", "pos", "online", "system")),
+            CatalogueField("counterparty_category", "Counterparty category", "string", "counterparty_category",
+                           ("utilities",)),
+            CatalogueField("currency", "Currency", "string", "currency", ("USD",)),
+        )),
+        "card_transactions": ActivityKind(CardTransaction, "occurred_at", False, "amount", _activity_fields(
+            amount,
+            CatalogueField("merchant_category", "Merchant category", "string", "merchant_category",
+                           ("travel", "dining")),
+            CatalogueField("mcc", "MCC", "string", "mcc", ("4511",)),
+            CatalogueField("channel", "Channel", "string", "channel", ("pos", "online")),
+            CatalogueField("installments", "Installments", "number", "installments", (3,)),
+            CatalogueField("currency", "Currency", "string", "currency", ("USD",)),
+        )),
+        "accounts": ActivityKind(Account, "opened_at", True, "balance", _activity_fields(
+            CatalogueField("amount", "Balance (CNY)", "number", "amount_cny", (100000,)),
+            CatalogueField("product_type", "Product type", "choice", "product_type", ("mortgage",),
+                           choices=("current", "savings", "time_deposit", "mortgage", "consumer_loan")),
+            CatalogueField("status", "Status", "string", "status", ("active",)),
+        )),
+        "holdings": ActivityKind(Holding, "as_of", True, "market_value", _activity_fields(
+            CatalogueField("amount", "Market value (CNY)", "number", "amount_cny", (100000,)),
+            CatalogueField("product_type", "Product type", "choice", "product_type", ("fund",),
+                           choices=("fund", "insurance", "bond", "structured", "deposit_like")),
+            CatalogueField("product_code", "Product code", "string", "product_code", ("FU123",)),
+        )),
+    }
+
+
+ACTIVITY_AGGREGATES = ("count", "sum", "avg", "min", "max")
+ACTIVITY_COMPARE_OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "between")
+MAX_WITHIN_DAYS = 3660
+
+
+def activity_catalogue() -> dict[str, list[dict]]:
+    """For each activity kind, the fields its `where` conditions and aggregates may use."""
+    return {kind: [f.as_dict() for f in spec.fields.values()] for kind, spec in _activity_kinds().items()}
+
+
+def _validate_activity(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
+    _only_keys(node, {"activity"}, path)
+    body, path = node["activity"], _join(path, "activity")
+    if not isinstance(body, dict):
+        raise RuleError("expects an object with kind, where, within_days, agg, field, op, value or exists", path)
+    _only_keys(body, {"kind", "where", "within_days", "agg", "field", "op", "value", "exists"}, path)
+    kinds = _activity_kinds()
+    spec = kinds.get(body.get("kind")) if isinstance(body.get("kind"), str) else None
+    if spec is None:
+        raise RuleError(f"kind must be one of {', '.join(kinds)}", _join(path, "kind"))
+    where = body.get("where", [])
+    if not isinstance(where, list) or len(where) > MAX_LIST:
+        raise RuleError("where expects a list of conditions on the kind's fields", _join(path, "where"))
+    for i, leaf in enumerate(where):
+        _validate_leaf(leaf, _join(path, f"where[{i}]"), ctx, spec.fields, f"the {body['kind']} fields")
+    days = body.get("within_days")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_WITHIN_DAYS):
+        raise RuleError(f"within_days expects a whole number of days, 1 to {MAX_WITHIN_DAYS}",
+                        _join(path, "within_days"))
+    if "agg" not in body:
+        if set(body) & {"field", "op", "value"}:
+            raise RuleError("field, op and value go with agg", _join(path, "agg"))
+        if not isinstance(body.get("exists", True), bool):
+            raise RuleError("exists expects true or false", _join(path, "exists"))
+        return
+    if "exists" in body:
+        raise RuleError("exists does not go with agg; compare the count instead", _join(path, "exists"))
+    agg = body["agg"]
+    if agg not in ACTIVITY_AGGREGATES:
+        raise RuleError(f"agg must be one of {', '.join(ACTIVITY_AGGREGATES)}", _join(path, "agg"))
+    if agg != "count" and body.get("field") not in spec.fields:
+        raise RuleError(f"{agg} needs a numeric field of {body['kind']}, e.g. amount", _join(path, "field"))
+    if agg != "count" and spec.fields[body["field"]].type != "number":
+        raise RuleError(f"{agg} needs a numeric field", _join(path, "field"))
+    if body.get("op") not in ACTIVITY_COMPARE_OPS:
+        raise RuleError(f"op must be one of {', '.join(ACTIVITY_COMPARE_OPS)}", _join(path, "op"))
+    _leaf_values({"op": body["op"], **({"value": body["value"]} if "value" in body else {})},
+                 CatalogueField("value", "value", "number", ""), path, ctx.today)
+
+
+def _activity_rows(body: dict, ctx: RuleContext):
+    """The kind's rows that reach a live profile, in the time window and matching `where`, amounts in CNY."""
+    from profiles.models import FxRate
+    spec = _activity_kinds()[body["kind"]]
+    rows = spec.model.objects.filter(record__profile_id__isnull=False)
+    if spec.amount_field:
+        day = spec.time_field if spec.time_is_date else f"{spec.time_field}__date"
+        # The latest rate on or before the row's day; with none, the amount is unknown (NULL) and adds nothing.
+        rate = FxRate.objects.filter(currency=OuterRef("currency"), as_of__lte=OuterRef(day)).order_by("-as_of")
+        rows = rows.annotate(amount_cny=Case(
+            When(currency="CNY", then=F(spec.amount_field)),
+            default=ExpressionWrapper(F(spec.amount_field) * Subquery(rate.values("rate_to_cny")[:1]),
+                                      output_field=DecimalField()),
+            output_field=DecimalField(),
+        ))
+    if body.get("within_days"):
+        since = ctx.now - dt.timedelta(days=body["within_days"])
+        rows = rows.filter(**{f"{spec.time_field}__gte": since.date() if spec.time_is_date else since,
+                              f"{spec.time_field}__lte": ctx.today if spec.time_is_date else ctx.now})
+    for leaf in body.get("where", []):
+        rows = rows.filter(_compile_leaf(leaf, spec.fields[leaf["field"]], ctx))
+    return rows
+
+
+_AGGREGATE = {"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max}
+_COMPARE = {"eq": "exact", "ne": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range"}
+
+
+def _activity_aggregate(body: dict):
+    field = _activity_kinds()[body["kind"]].fields.get(body.get("field"))
+    return _AGGREGATE[body["agg"]]("pk" if body["agg"] == "count" else field.path)
+
+
+def _holds(value, op: str, target) -> bool:
+    if op == "between":
+        return target[0] <= value <= target[1]
+    return {"eq": value == target, "ne": value != target, "lt": value < target, "lte": value <= target,
+            "gt": value > target, "gte": value >= target}[op]
+
+
+def _compile_activity(node: dict, ctx: RuleContext) -> Q:
+    """Set-based: the profiles whose rows (joined to their source record) pass, as one IN (… GROUP BY … HAVING)."""
+    body = node["activity"]
+    rows = _activity_rows(body, ctx)
+    with_rows = rows.values("record__profile_id")
+    if "agg" not in body:
+        return Q(pk__in=with_rows) if body.get("exists", True) else ~Q(pk__in=with_rows)
+    target = _leaf_values({"op": body["op"], "value": body["value"]}, CatalogueField("value", "", "number", ""),
+                          "", ctx.today)
+    lookup = f"aggregate__{_COMPARE[body['op']]}"
+    passing = (rows.values("record__profile_id").annotate(aggregate=_activity_aggregate(body))
+               .filter(**{lookup: target}))
+    if body["op"] == "ne":
+        passing = (rows.values("record__profile_id").annotate(aggregate=_activity_aggregate(body))
+                   .exclude(**{lookup: target}).filter(aggregate__isnull=False))
+    matched = Q(pk__in=passing.values("record__profile_id"))
+    # A count or a sum over no rows is 0: profiles without any row pass when 0 passes.
+    if body["agg"] in ("count", "sum") and _holds(0, body["op"], target):
+        matched |= ~Q(pk__in=with_rows)
+    return matched
+
+
+def _explain_activity(node: dict, ctx: RuleContext, profile: CustomerProfile):
+    body = node["activity"]
+    rows = _activity_rows(body, ctx).filter(record__profile_id=profile.pk)
+    if "agg" not in body:
+        return {"rows": rows.count()}
+    value = rows.aggregate(value=_activity_aggregate(body))["value"]
+    if value is None and body["agg"] in ("count", "sum"):
+        value = 0
+    return {body["agg"]: float(value) if value is not None else None}
+
+
+register_node_type(NodeType("activity", _validate_activity, _compile_activity, _explain_activity,
+                            lambda node: {f"activity:{node['activity']['kind']}"}))
+
+
 # --- entry points ----------------------------------------------------------------------------------------------
 
 def rule_validate(rule, ctx: RuleContext | None = None) -> None:
@@ -415,6 +642,8 @@ def referenced_segments(rule: dict) -> set[str]:
 def rule_is_time_relative(rule) -> bool:
     """Relative dates move with the clock and tags can expire: such rules need a refresh at least daily."""
     if isinstance(rule, dict):
+        if "activity" in rule or (rule.get("field") in FIELDS and FIELDS[rule["field"]].input == "metrics"):
+            return True  # windows move with the clock; metrics are recomputed nightly
         return any(k in ("days_ago", "years_ago", "tag") for k in rule) or any(
             rule_is_time_relative(v) for v in rule.values())
     if isinstance(rule, list):
@@ -428,7 +657,7 @@ def rule_explain(rule: dict, *, profile: CustomerProfile, ctx: RuleContext | Non
     node_type = _node_type(rule, path)
     result = CustomerProfile.objects.filter(pk=profile.pk).filter(compile_node(rule, ctx)).exists()
     explained = {"path": path or "rule", "type": node_type.key, "result": result}
-    if node_type.key in ("field", "tag", "segment"):
+    if node_type.key in ("field", "tag", "segment", "activity"):
         explained["node"] = rule
         explained["value"] = node_type.explain_value(rule, ctx, profile)
     children = node_type.children(rule, path)

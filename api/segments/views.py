@@ -15,7 +15,7 @@ from rest_framework.reverse import reverse
 from profiles.models import Consent, CustomerProfile
 from profiles.selectors import profile_resolve
 from segments.models import Segment
-from segments.rules import catalogue
+from segments.rules import activity_catalogue, catalogue
 from segments.selectors import (
     rule_diff, rule_preview, segment_explain, segment_history, segment_members, segment_members_for_channel,
     segment_members_on,
@@ -71,7 +71,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     filterset_fields = ["status", "kind"]
     required_scopes = {
         "list": READ, "retrieve": READ, "create": WRITE, "update": WRITE, "partial_update": WRITE,
-        "destroy": WRITE, "catalogue": READ, "preview": READ, "diff": READ, "explain": READ, "refresh": WRITE,
+        "destroy": WRITE, "catalogue": READ, "activity_catalogue": READ, "preview": READ, "diff": READ, "explain": READ, "refresh": WRITE,
         "members": READ, "export": READ, "history": READ, "snapshot": READ,
     }
 
@@ -93,6 +93,14 @@ class SegmentViewSet(viewsets.ModelViewSet):
     @action(detail=False, methods=["get"], pagination_class=None, filterset_fields=None)
     def catalogue(self, request):
         return Response(catalogue())
+
+    @extend_schema(summary="For each activity kind, the fields its conditions and aggregates may use",
+                   responses={200: {"type": "object", "additionalProperties": {
+                       "type": "array", "items": {"$ref": "#/components/schemas/SegmentCatalogueField"}}}})
+    @action(detail=False, methods=["get"], url_path="activity-catalogue", pagination_class=None,
+            filterset_fields=None)
+    def activity_catalogue(self, request):
+        return Response(activity_catalogue())
 
     @extend_schema(summary="Count and 20 sample profiles of an unsaved rule", request=s.SegmentRuleSerializer,
                    responses={200: s.SegmentPreviewSerializer, 400: OpenApiResponse(description="Bad rule")})

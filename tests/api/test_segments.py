@@ -175,3 +175,9 @@ def test_history_and_snapshot(api_client, women, people):
     assert client.get("/api/v1/segments/women/snapshot/", {"date": "2020-01-01"}).json()["results"] == []
     assert client.get("/api/v1/segments/women/snapshot/", {"date": "yesterday"}).status_code == 400
     assert SegmentEvent.objects.count() == 3 and SegmentMember.objects.count() == 1
+
+
+def test_activity_catalogue_lists_the_fields_of_each_kind(api_client):
+    body = api_client(scopes=READ).get("/api/v1/segments/activity-catalogue/").json()
+    assert set(body) == {"transactions", "card_transactions", "accounts", "holdings"}
+    assert {f["name"] for f in body["card_transactions"]} >= {"amount", "merchant_category", "mcc"}
