@@ -8,7 +8,6 @@ import codecs
 import csv
 import gzip
 import hashlib
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator

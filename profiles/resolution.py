@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 

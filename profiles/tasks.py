@@ -1,4 +1,4 @@
-from celery import shared_task
+from celery import current_app, shared_task
 from django.db import OperationalError
 
 from .activity import activity_batch_profile_ids, activity_feed_load
@@ -25,11 +25,13 @@ def load_feed_task(source_code: str, path: str, encoding: str = "utf-8-sig", res
         if resolve:
             result["resolution"] = identity_resolve().as_dict()
             # New links can attach held activity to any profile: recomputed in full, set-based.
-            profile_metrics_recompute_task.delay()
+            profile_metrics_recompute_task.delay(changed=["profiles"])
     elif kind != "fx_rates":
-        profile_metrics_recompute_task.delay(profile_ids=activity_batch_profile_ids(batch=batch))
+        profile_metrics_recompute_task.delay(profile_ids=activity_batch_profile_ids(batch=batch),
+                                             changed=[f"activity:{kind}"])
     else:
-        profile_metrics_recompute_task.delay()
+        profile_metrics_recompute_task.delay(changed=["activity:transactions", "activity:card_transactions",
+                                                      "activity:accounts", "activity:holdings"])
     return result
 
 
@@ -39,6 +41,10 @@ def identity_resolve_task(full: bool = False) -> dict:
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
-def profile_metrics_recompute_task(profile_ids: list[int] | None = None) -> dict:
-    """After a load: the profiles it touched; nightly (no ids): every profile, for the time-relative values."""
-    return profile_metrics_recompute(profile_ids=profile_ids).as_dict()
+def profile_metrics_recompute_task(profile_ids: list[int] | None = None, changed: list[str] = ()) -> dict:
+    """After a load: the profiles it touched; nightly (no ids): every profile, for the time-relative values.
+    Then the segments and rule tags whose inputs changed (`changed`, and the metrics) are refreshed."""
+    report = profile_metrics_recompute(profile_ids=profile_ids).as_dict()
+    # By name: segments builds on profiles, never the other way round.
+    current_app.signature("segments.tasks.segments_refresh_after_load_task", args=(["metrics", *changed],)).delay()
+    return report

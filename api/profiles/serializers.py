@@ -1,7 +1,7 @@
 """Profile serializers. Personal fields are masked unless the context says `read_pii` (see api.masking)."""
 from rest_framework import serializers
 
-from profiles.models import AttributeLineage, Consent, CustomerProfile, ProfileMetrics, SourceRecord
+from profiles.models import AttributeLineage, Consent, ProfileMetrics, SourceRecord
 from profiles.resolution import SURVIVORSHIP_GROUPS
 from segments.models import SegmentMember
 from tags.models import TagAssignment

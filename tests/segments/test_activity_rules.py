@@ -114,3 +114,22 @@ def test_metric_fields(people):
     with pytest.raises(RuleError) as error:
         rule_validate({"field": "value_tier", "op": "eq", "value": "platinum"}, CTX)
     assert error.value.path == "value"
+
+
+def test_an_activity_load_refreshes_the_segments_that_use_that_kind(people, write_feed):
+    from profiles.tasks import load_feed_task
+    from segments.models import RefreshJob, Segment
+    from segments.services import segment_save
+    travellers = segment_save(segment=Segment(name="Any card use", slug="card-users", rule={
+        "activity": {"kind": "card_transactions", "where": [{"field": "mcc", "op": "eq", "value": "4722"}]}}))
+    by_city = segment_save(segment=Segment(name="Shanghai", slug="sh", rule={"field": "city", "op": "eq",
+                                                                              "value": "上海市"}))
+    feed = write_feed([{"txn_key": "N1", "customer_key": "KD", "card_token": "t", "occurred_at": NOW.isoformat(),
+                        "amount": "10", "currency": "CNY", "mcc": "4722", "channel": "pos"}],
+                      header=["txn_key", "customer_key", "card_token", "occurred_at", "amount", "currency", "mcc",
+                              "channel"])
+    load_feed_task("card", str(feed), kind="card_transactions")  # tasks run in-process here
+    travellers.refresh_from_db()
+    assert travellers.member_count == 1  # Dee
+    assert RefreshJob.objects.filter(segment=travellers, trigger="feed_load").count() == 1
+    assert not RefreshJob.objects.filter(segment=by_city).exists()  # its inputs did not change
