@@ -6,13 +6,14 @@ COPY rate for the same files, and precision/recall against the generator's groun
 It uses its own database (default cdp_bench on the local server; dropped and created again).
 """
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.benchdb import SERVER, fresh_database  # noqa: E402
 
 FEEDS = (("core", "core_customers.csv"), ("card", "card_customers.csv"), ("wealth", "wealth_customers.csv"))
 
@@ -22,25 +23,11 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data", default=str(ROOT / "var" / "bench"))
-    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--server", default=SERVER)
     parser.add_argument("--database", default="cdp_bench")
     args = parser.parse_args()
 
-    import psycopg2
-
-    admin = psycopg2.connect(f"{args.server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {args.database}")
-        cur.execute(f"CREATE DATABASE {args.database}")
-    admin.close()
-    os.environ["DATABASE_URL"] = f"{args.server}/{args.database}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    fresh_database(args.database, args.server)
     from django.db import connection
 
     from profiles.feeds import feed_load
@@ -52,7 +39,6 @@ def main() -> None:
         started = time.perf_counter()
         generate_sample_feeds(out_dir=data, customers=args.customers, seed=args.seed)
         print(f"generated {args.customers:,} people in {time.perf_counter() - started:.1f}s -> {data}")
-    call_command("migrate", verbosity=0)
 
     records = sum(_count_rows(data / name) for _, name in FEEDS)
     copy_seconds = _plain_copy_seconds(connection, data)

@@ -7,7 +7,6 @@ It uses its own database (default cdp_bench_segments on the local server; droppe
 it with synthetic profiles by one INSERT … SELECT from generate_series.
 """
 import argparse
-import os
 import resource
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.benchdb import SERVER, fresh_database  # noqa: E402
 
 CITIES = ["北京市", "上海市", "广州市", "深圳市", "杭州市", "成都市", "南京市", "武汉市"]
 
@@ -57,26 +58,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--segments", type=int, default=100)
-    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--server", default=SERVER)
     parser.add_argument("--database", default="cdp_bench_segments")
     args = parser.parse_args()
 
-    import psycopg2
-
-    admin = psycopg2.connect(f"{args.server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {args.database}")
-        cur.execute(f"CREATE DATABASE {args.database}")
-    admin.close()
-    os.environ["DATABASE_URL"] = f"{args.server}/{args.database}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    fresh_database(args.database, args.server)
     from django.conf import settings
-    from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
 
@@ -86,7 +73,6 @@ def main() -> None:
     from segments.services import segment_refresh, segment_save, segments_refresh_all
     from tags.models import TagDefinition
 
-    call_command("migrate", verbosity=0)
     started = time.perf_counter()
     with connection.cursor() as cur:
         cur.execute("""
