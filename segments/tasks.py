@@ -3,6 +3,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
 
 from tags.models import TagDefinition
+from tags.services import system_tags_sync
 
 from .models import RefreshJob, Segment
 from .services import segment_refresh, segments_refresh_due, segments_refresh_for_inputs, tag_rule_refresh
@@ -33,8 +34,12 @@ def segments_refresh_due_task() -> dict:
 
 @shared_task(**RETRY)
 def segments_refresh_after_load_task(inputs: list[str] = ("profiles",)) -> dict:
-    """After a feed load and resolution: only the rule tags and segments whose inputs changed."""
-    return segments_refresh_for_inputs(inputs=set(inputs)).as_dict()
+    """After a feed load and resolution: only the rule tags and segments whose inputs changed. New metrics first
+    update the system tags that mirror them."""
+    changed = set(inputs)
+    if "metrics" in changed:
+        changed |= {f"tag:{code}" for code in system_tags_sync()}
+    return segments_refresh_for_inputs(inputs=changed).as_dict()
 
 
 def segment_refresh_enqueue(*, segment: Segment, trigger: str) -> RefreshJob:

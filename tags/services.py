@@ -86,3 +86,46 @@ def parse_profile_list(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     if {"source", "customer_key"} <= columns:
         return [(row["source"], row["customer_key"]) for row in reader if row.get("customer_key")], []
     raise TagError("the list needs a profile_id column, or source and customer_key columns")
+
+
+# Derived attributes mirrored as system tags, so a rule can say {"tag": "lifecycle-dormant"} like any other tag.
+SYSTEM_TAG_ATTRIBUTES = {
+    "lifecycle": ("lifecycle_stage", "Lifecycle stage",
+                  ("prospect", "new", "active", "growing", "declining", "dormant", "churned")),
+    "value": ("value_tier", "Value tier", ("high", "mid", "low")),
+}
+
+
+def system_tags_sync() -> set[str]:
+    """Make each profile's system tags match its current derived attributes, set-based: one DELETE and one
+    INSERT … SELECT per tag. Returns the codes of the tags whose holders changed."""
+    from profiles.models import ProfileMetrics  # profiles owns the attributes; tags only mirrors them
+
+    now = timezone.now()
+    changed = set()
+    for prefix, (attribute, label, values) in SYSTEM_TAG_ATTRIBUTES.items():
+        for value in values:
+            tag, _ = TagDefinition.objects.get_or_create(
+                code=f"{prefix}-{value}",
+                defaults={"name": f"{label}: {value}", "category": label, "kind": TagDefinition.Kind.SYSTEM,
+                          "description": f"Set by the platform while the profile's {attribute} is {value}."})
+            holders = ProfileMetrics.objects.filter(**{attribute: value}).values("profile_id")
+            with transaction.atomic():
+                removed, _ = TagAssignment.objects.filter(tag=tag).exclude(profile_id__in=holders).delete()
+                missing = holders.exclude(profile_id__in=TagAssignment.objects.filter(tag=tag).values("profile_id"))
+                added = _insert_select(tag=tag, profile_ids=missing, at=now)
+            if removed or added:
+                changed.add(tag.code)
+    return changed
+
+
+def _insert_select(*, tag: TagDefinition, profile_ids, at) -> int:
+    from django.db import connection
+
+    select_sql, params = profile_ids.query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO {TagAssignment._meta.db_table} (profile_id, tag_id, source, assigned_at, assigned_by) "
+            f"SELECT s.profile_id, %s, %s, %s, %s FROM ({select_sql}) s",
+            [tag.pk, TagAssignment.Source.SYSTEM, at, "system", *params])
+        return cur.rowcount

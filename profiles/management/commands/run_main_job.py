@@ -15,6 +15,7 @@ from profiles.resolution import identity_resolve
 from profiles.sample_activity import ACTIVITY_FILES, generate_sample_activity
 from profiles.sample_data import generate_sample_feeds
 from segments.sample_data import sample_segments_create
+from tags.services import system_tags_sync
 
 SAMPLE_FEEDS = (("core", "core_customers.csv"), ("card", "card_customers.csv"), ("wealth", "wealth_customers.csv"))
 
@@ -59,7 +60,8 @@ class Command(BaseCommand):
             f"{CustomerProfile.objects.filter(status='active').count()} profiles; "
             f"{PossibleDuplicate.objects.filter(status='open').count()} possible duplicates to review"
         )
-        self.stdout.write(f"metrics: {profile_metrics_recompute().profiles} profiles computed")
+        self.stdout.write(f"metrics: {profile_metrics_recompute().profiles} profiles computed; system tags "
+                          f"{', '.join(sorted(system_tags_sync())) or 'unchanged'}")
         for job in sample_segments_create().jobs:
             target = f"segment {job.segment.slug}" if job.segment_id else f"tag {job.tag.code}"
             self.stdout.write(f"{target}: {job.member_count} members ({job.status})")
