@@ -77,15 +77,18 @@ def _store_upload(upload) -> Path:
     return target
 
 
-@extend_schema_view(
-    list=extend_schema(summary="Feed batches (loads) with status and counts, newest first"),
-    retrieve=extend_schema(summary="A feed batch: the status of a load job"),
-)
-class FeedBatchViewSet(viewsets.ReadOnlyModelViewSet):
+class _FeedBatchReads(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = FeedBatch.objects.select_related("source").order_by("pk")
     serializer_class = FeedBatchSerializer
     filterset_fields = {"source__code": ["exact"], "status": ["exact"], "kind": ["exact"]}
     lookup_value_regex = "[0-9]+"
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Feed batches (loads) with status and counts, oldest first"),
+    retrieve=extend_schema(summary="A feed batch: the status of a load job"),
+)
+class FeedBatchViewSet(_FeedBatchReads):
     required_scopes = {"list": JOBS, "retrieve": JOBS, "rejects": JOBS, "upload": Scope.FEEDS_WRITE.value}
 
     @extend_schema(summary="Rejected rows of a batch, with row number and reason",
@@ -122,4 +125,14 @@ class RefreshJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     serializer_class = RefreshJobSerializer
     filterset_fields = {"segment__slug": ["exact"], "status": ["exact"]}
     lookup_value_regex = "[0-9]+"
+    required_scopes = {"list": JOBS, "retrieve": JOBS}
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Feed load jobs (the same batches as /feeds/batches/), oldest first"),
+    retrieve=extend_schema(summary="A load job: queued, running, succeeded or failed, with counts"),
+)
+class LoadJobViewSet(_FeedBatchReads):
+    """/jobs/load/{id}/ is the load-job view of a feed batch, next to /jobs/refresh/{id}/."""
+
     required_scopes = {"list": JOBS, "retrieve": JOBS}

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from .exceptions import not_found_view
-from .feeds import FeedBatchViewSet, RefreshJobViewSet
+from .feeds import FeedBatchViewSet, LoadJobViewSet, RefreshJobViewSet
 from .profiles.views import ProfileViewSet
 from .segments.views import SegmentViewSet
 from .tags import TagDefinitionViewSet
@@ -16,6 +16,7 @@ router.register("segments", SegmentViewSet, basename="segment")
 router.register("tags", TagDefinitionViewSet, basename="tag")
 router.register("feeds/batches", FeedBatchViewSet, basename="feed-batch")
 router.register("jobs/refresh", RefreshJobViewSet, basename="refresh-job")
+router.register("jobs/load", LoadJobViewSet, basename="load-job")
 
 urlpatterns = [
     path("v1/", include(router.urls)),
