@@ -1,4 +1,10 @@
-"""Sources, feed batches, source records and the unified customer profiles built from them."""
+"""Sources, feed batches, source records and the unified customer profiles built from them.
+
+Foreign keys of the tables that loads, resolution and refreshes write by the million carry
+`db_constraint=False`: PostgreSQL checks a foreign key with a trigger per written row, deferred to the
+commit, which cost minutes on a million-record load. Those rows are written by set-based statements that
+take their ids from the referenced tables in the same transaction, and deletions cascade in the ORM.
+"""
 import secrets
 
 from django.db import models
@@ -124,9 +130,11 @@ class SourceRecord(models.Model):
     """A customer as one source system knows it, normalised; never deleted by a merge."""
 
     # Indexed through uniq_source_customer_key, whose first column it is.
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="records", db_index=False)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="records", db_index=False,
+                               db_constraint=False)
     customer_key = models.CharField(max_length=64)
-    profile = models.ForeignKey(CustomerProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="records")
+    profile = models.ForeignKey(CustomerProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="records",
+                                db_constraint=False)
 
     full_name = models.CharField(max_length=200, null=True, blank=True)
     family_name = models.CharField(max_length=100, null=True, blank=True)
@@ -155,8 +163,10 @@ class SourceRecord(models.Model):
     # Digest of the raw row: a reload of an unchanged row is recognised without re-normalising it.
     row_digest = models.CharField(max_length=32)
     # Unindexed: batches are never deleted in bulk, and every index costs on a million-row load.
-    first_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
-    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+    first_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                    db_constraint=False)
+    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                   db_constraint=False)
     # Set by a load, cleared by identity resolution: an interrupted resolution is finished by the next one.
     needs_resolution = models.BooleanField(default=True)
     loaded_at = models.DateTimeField()
@@ -191,8 +201,9 @@ class MatchRule(models.Model):
 class MatchKey(models.Model):
     """The key a record has under a rule; records sharing (rule, key) are linked."""
 
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="match_keys", db_index=False)
-    rule = models.ForeignKey(MatchRule, on_delete=models.CASCADE, related_name="+", db_index=False)
+    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="match_keys", db_index=False,
+                               db_constraint=False)
+    rule = models.ForeignKey(MatchRule, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     key = models.CharField(max_length=400)
 
     class Meta:
@@ -275,10 +286,12 @@ class PossibleDuplicate(models.Model):
 class AttributeLineage(models.Model):
     """Which source record and batch supplied a golden attribute of a profile."""
 
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage", db_index=False)
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage", db_index=False,
+                                db_constraint=False)
     attribute = models.CharField(max_length=32)
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="+")
-    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
+                              db_constraint=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["profile", "attribute"], name="uniq_profile_attribute")]
@@ -321,12 +334,13 @@ class Consent(models.Model):
 
 
 class ActivityRow(models.Model):
-    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False)
+    source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
     customer_key = models.CharField(max_length=64)
     # Digest of the raw row: a reload recognises unchanged rows and rewrites nothing.
     row_digest = models.CharField(max_length=32)
     # Unindexed by Django; the transaction tables get a BRIN index on it (migration 0004) for "rows of batch N".
-    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False)
+    last_batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                   db_constraint=False)
     # The source record of the same (source, customer_key), if the customer has arrived: a join for queries
     # (`record__profile_id`), no column and no constraint, so rows may arrive before their customer.
     record = models.ForeignObject(SourceRecord, on_delete=models.DO_NOTHING, from_fields=["source", "customer_key"],
@@ -473,7 +487,8 @@ class MetricsConfig(models.Model):
 class ProfileMetrics(models.Model):
     """A profile's financial picture and derived attributes as of a date; amounts in CNY."""
 
-    profile = models.OneToOneField(CustomerProfile, on_delete=models.CASCADE, primary_key=True, related_name="metrics")
+    profile = models.OneToOneField(CustomerProfile, on_delete=models.CASCADE, primary_key=True, related_name="metrics",
+                                   db_constraint=False)
     as_of = models.DateField()
     total_deposits = models.DecimalField(max_digits=18, decimal_places=2, default=0)
     aum = models.DecimalField(max_digits=18, decimal_places=2, default=0)

@@ -55,9 +55,10 @@ class Segment(models.Model):
 class SegmentMember(models.Model):
     """One profile in one version of a segment's result; only rows of the segment's current_version count."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
     version = models.PositiveIntegerField()
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="+", db_index=False)
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     in_holdout = models.BooleanField(default=False)
 
     class Meta:
@@ -72,12 +73,14 @@ class SegmentEvent(models.Model):
         ENTERED = "entered"
         EXITED = "exited"
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="events", db_index=False)
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="+", db_index=False)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="events", db_index=False,
+                                db_constraint=False)
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     at = models.DateTimeField()
     job = models.ForeignKey("RefreshJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
-                            db_index=False)
+                            db_index=False, db_constraint=False)
 
     class Meta:
         indexes = [models.Index(fields=["segment", "profile", "at"], name="segment_event_lookup"),

@@ -36,8 +36,8 @@ class TagAssignment(models.Model):
 
     # Indexed through uniq_profile_tag, whose first column it is.
     profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="tag_assignments",
-                                db_index=False)
-    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="assignments")
+                                db_index=False, db_constraint=False)
+    tag = models.ForeignKey(TagDefinition, on_delete=models.CASCADE, related_name="assignments", db_constraint=False)
     source = models.CharField(max_length=8, choices=Source.choices)
     assigned_at = models.DateTimeField()
     assigned_by = models.CharField(max_length=150, blank=True)
