@@ -9,17 +9,25 @@ import csv
 import gzip
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
-from django.db import connection, transaction
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from django.db import transaction
 from django.utils import timezone
 
-from . import sql
+from . import columnar, sql
 from .models import FeedBatch, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, normalize_customer_row, redact_raw_row
+
+log = logging.getLogger(__name__)
 
 CANONICAL_COLUMNS = frozenset({
     "customer_key", "full_name", "family_name", "given_name", "gender", "birth_date", "id_type", "id_number",
@@ -36,7 +44,6 @@ class FeedFormatError(Exception):
 
 @dataclass
 class _LoadState:
-    staged: list[tuple] = field(default_factory=list)
     rejected: list[tuple[int, str, dict]] = field(default_factory=list)
     warnings: Counter = field(default_factory=Counter)
     rows_read: int = 0
@@ -127,9 +134,7 @@ def read_feed(path: Path, *, mapping: dict[str, str], encoding: str = "utf-8-sig
         if b"\x00" in head:
             raise FeedFormatError("not a text feed: the file contains binary (NUL) bytes")
         lines = _decoded_lines(binary, encoding)
-        name = path.name.lower().removesuffix(".gz")
-        is_jsonl = name.endswith((".jsonl", ".ndjson", ".json")) or head.lstrip(b"\xef\xbb\xbf \r\n\t").startswith(b"{")
-        if is_jsonl:
+        if _is_jsonl(path, head):
             yield from _read_jsonl(lines, mapping)
         else:
             yield from _read_csv(lines, mapping)
@@ -188,8 +193,9 @@ def _read_jsonl(lines: Iterator[str], mapping: dict[str, str]) -> Iterator[tuple
 
 
 def row_digest(row: dict[str, str]) -> str:
+    """MD5 of the raw row's non-empty values (trimmed) by column name: a reload recognises an unchanged row by it."""
     payload = "\x1f".join(f"{k}\x1e{v.strip()}" for k, v in sorted(row.items()) if v and v.strip())
-    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+    return hashlib.md5(payload.encode(), usedforsecurity=False).hexdigest()
 
 
 # Columns written by a load, in staging order.
@@ -201,32 +207,270 @@ _RECORD_COLUMNS = (
 )
 # Columns an update must not overwrite: the identity of the row and its history.
 _KEEP_ON_UPDATE = {"source_id", "customer_key", "first_batch_id"}
+# Rows normalised at once: large enough for the vectorised kernels, small enough to bound memory on any file.
+CHUNK_ROWS = 200_000
 
 
-def _staged_values(normalised: dict, *, source: Source, digest: str, batch_id: int, now) -> tuple:
-    ops = connection.ops
-    values = dict(normalised)
-    values.pop("warnings", None)
-    values.update(
-        source_id=source.pk,
-        cif_ref=normalised["customer_key"] if source.is_cif_authority else normalised["core_cif"],
-        attributes=json.dumps(normalised["attributes"], ensure_ascii=False, sort_keys=True),
-        birth_date=ops.adapt_datefield_value(normalised["birth_date"]),
-        source_updated_at=ops.adapt_datetimefield_value(normalised["source_updated_at"]),
-        row_digest=digest,
-        first_batch_id=batch_id,
-        last_batch_id=batch_id,
-        needs_resolution=True,
-        loaded_at=ops.adapt_datetimefield_value(now),
-    )
-    return tuple(values[c] for c in _RECORD_COLUMNS)
+@dataclass
+class _RawChunk:
+    """A stretch of a feed file: `table` has `rn` (row number) and one string column per canonical column
+    ("" where a row has no value); `unreadable` are the rows of the stretch that could not be read."""
+
+    table: pa.Table
+    unreadable: list[tuple[int, str]]
+
+
+class _FastReadUnavailable(Exception):
+    """Arrow's CSV reader cannot read this file as the row-by-row reader would; that one reads it instead."""
+
+
+def _chunk_table(row_numbers: list[int], columns: list[str], rows: list[dict]) -> pa.Table:
+    data = {"rn": pa.array(row_numbers, pa.int64())}
+    for name in columns:
+        data[name] = pa.array([row.get(name) or "" for row in rows], pa.string())
+    return pa.table(data)
+
+
+def _python_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> Iterator[_RawChunk]:
+    """Chunks from read_feed: any format it reads (CSV, JSON Lines, any encoding), row by row."""
+    numbers: list[int] = []
+    rows: list[dict] = []
+    columns: dict[str, None] = {}
+    unreadable: list[tuple[int, str]] = []
+    for row_number, row in read_feed(path, mapping=mapping, encoding=encoding):
+        if isinstance(row, str):
+            unreadable.append((row_number, row))
+            continue
+        numbers.append(row_number)
+        rows.append(row)
+        columns.update(dict.fromkeys(row))
+        if len(rows) == CHUNK_ROWS:
+            yield _RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
+            numbers, rows, columns, unreadable = [], [], {}, []
+    if rows or unreadable:
+        yield _RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
+
+
+def _is_jsonl(path: Path, head: bytes) -> bool:
+    name = path.name.lower().removesuffix(".gz")
+    return name.endswith((".jsonl", ".ndjson", ".json")) or head.lstrip(b"\xef\xbb\xbf \r\n\t").startswith(b"{")
+
+
+def _csv_header(path: Path, encoding: str) -> list[str] | None:
+    """The raw header of a CSV feed that Arrow's reader can take, or None for read_feed to read the file (JSON
+    Lines, binary, a quoted header, no line end in the first 64 kB)."""
+    with _open_binary(path) as binary:
+        head = binary.read(SNIFF_BYTES)
+    line_end = head.find(b"\n")
+    if b"\x00" in head or _is_jsonl(path, head) or line_end < 0:
+        return None
+    try:
+        first = head[:line_end].decode(encoding).lstrip("\ufeff").rstrip("\r")
+    except UnicodeDecodeError:
+        return None
+    return None if '"' in first else first.split(",")
+
+
+def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encoding: str) -> Iterator[_RawChunk]:
+    """Chunks read by Arrow's CSV reader, with the row numbers and rejects of read_feed's CSV reader."""
+    positional = [f"c{i}" for i in range(len(raw_header))]
+    reported: list[tuple[int, str]] = []
+
+    def on_invalid_row(row) -> str:
+        if row.number is None:
+            raise _FastReadUnavailable("no row number")
+        # Arrow counts the header as row 1; read_feed counts data rows from 1.
+        reported.append((row.number - 1, f"expected {row.expected_columns} columns, found {row.actual_columns}"))
+        return "skip"
+
+    stream = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if _is_gzip(path) else pa.OSFile(str(path))
+    arrow_encoding = "utf8" if encoding.lower().replace("-", "").replace("_", "") in {"utf8", "utf8sig"} else encoding
+    try:
+        reader = pacsv.open_csv(
+            stream,
+            read_options=pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=positional,
+                                           block_size=16 << 20, encoding=arrow_encoding),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(positional, pa.string()),
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+        next_number = 1
+        skipped: set[int] = set()  # rows reported unreadable that numbering has not passed yet
+        for batch in reader:
+            table = pa.Table.from_batches([batch]).rename_columns(header)
+            if any(pc.any(pc.match_substring(table.column(c), "\x00")).as_py() for c in header):
+                raise _FastReadUnavailable("NUL bytes")
+            unreadable, reported[:] = list(reported), []
+            if any(number < next_number for number, _ in unreadable):
+                raise _FastReadUnavailable("a row was reported unreadable after later rows were numbered")
+            skipped.update(number for number, _ in unreadable)
+            numbers = []
+            while len(numbers) < table.num_rows:
+                if next_number in skipped:
+                    skipped.discard(next_number)
+                else:
+                    numbers.append(next_number)
+                next_number += 1
+            yield _RawChunk(table.add_column(0, "rn", pa.array(numbers, pa.int64())), unreadable)
+        if reported:
+            yield _RawChunk(_chunk_table([], header, []), list(reported))
+    except (pa.ArrowException, UnicodeError, OSError) as exc:
+        raise _FastReadUnavailable(str(exc)) from exc
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as probe:
+        return probe.read(2) == b"\x1f\x8b"
+
+
+def _feed_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> tuple[Iterator[_RawChunk], Iterator[_RawChunk] | None]:
+    """(chunks read by Arrow, or by read_feed when Arrow cannot read the file; read_feed's chunks to fall back to)."""
+    python = _python_chunks(path, mapping=mapping, encoding=encoding)
+    raw_header = _csv_header(path, encoding)
+    if raw_header is None:
+        return python, None
+    header = _canonical_header(raw_header, mapping)
+    return _arrow_chunks(path, raw_header=raw_header, header=header, encoding=encoding), python
+
+
+def _dedup_keys(table: pa.Table) -> list[str]:
+    """customer_key.strip() of every row, as the duplicate check compares them."""
+    raw = table.column("customer_key").combine_chunks() if "customer_key" in table.column_names else pa.array(
+        [""] * table.num_rows, pa.string())
+    keys = pc.utf8_trim(raw, characters=" ").to_pylist()
+    for position in np.flatnonzero(~columnar.plain(raw)):
+        keys[position] = (raw[position].as_py() or "").strip()
+    return keys
+
+
+def _digests(table: pa.Table, hasher: columnar.KeyedHasher) -> list[str]:
+    """row_digest of every row of the chunk."""
+    names = sorted(c for c in table.column_names if c != "rn")
+    if not names:
+        return [row_digest({})] * table.num_rows
+    raw = [table.column(name).combine_chunks() for name in names]
+    parts = []
+    for name, values in zip(names, raw):
+        trimmed = pc.utf8_trim(values, characters=" ")
+        part = pc.binary_join_element_wise(name + "\x1e", trimmed, "")
+        parts.append(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), part))
+    digests = hasher.md5(columnar.join_present(parts, "\x1f")).to_pylist()
+    # Python strips more than spaces: a row with other whitespace in a value gets Python's digest.
+    everything = pc.binary_join_element_wise(*raw, " ") if len(raw) > 1 else raw[0]
+    for position in np.flatnonzero(~columnar.plain(everything, fold_width=False)):
+        digests[position] = row_digest({name: values[int(position)].as_py() for name, values in zip(names, raw)})
+    return digests
+
+
+def _python_row(table: pa.Table, position: int) -> dict[str, str]:
+    return {name: table.column(name)[position].as_py() for name in table.column_names if name != "rn"}
+
+
+def _normalised_rows(normalised: list[dict]) -> pa.Table:
+    """Rows from normalize_customer_row as a table of columnar.NORMALISED_SCHEMA."""
+    columns = {field.name: [] for field in columnar.NORMALISED_SCHEMA}
+    for row in normalised:
+        for name, values in columns.items():
+            value = row[name]
+            values.append(json.dumps(value, ensure_ascii=False, sort_keys=True) if name == "attributes" else value)
+    return pa.table({name: pa.array(values, columnar.NORMALISED_SCHEMA.field(name).type)
+                     for name, values in columns.items()})
+
+
+class _Stager:
+    """Turns chunks into staged source-record rows (temp table feed_stage), with the batch's counts and rejects."""
+
+    def __init__(self, *, source: Source, batch: FeedBatch):
+        self.source = source
+        self.batch = batch
+        self.now = timezone.now()
+        self.today = date.today()
+        self.time_zone = timezone.get_current_timezone_name()
+        self.hasher = columnar.KeyedHasher()
+        self.existing = _existing_digests(source)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = _LoadState()
+        self.seen: dict[str, int] = {}
+
+    def add(self, chunk: _RawChunk) -> None:
+        state = self.state
+        table = chunk.table
+        state.rows_read += table.num_rows + len(chunk.unreadable)
+        state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        if table.num_rows == 0:
+            return
+        numbers = table.column("rn").to_pylist()
+        keys = _dedup_keys(table)
+        digests = _digests(table, self.hasher)
+        fresh = []
+        for position, (number, key, digest) in enumerate(zip(numbers, keys, digests)):
+            if key:
+                first = self.seen.setdefault(key, number)
+                if first != number:
+                    state.rejected.append((number, f"customer_key: duplicate of row {first}",
+                                           redact_raw_row(_python_row(table, position))))
+                    continue
+            if self.existing.get(key) == digest:
+                state.unchanged += 1
+            else:
+                fresh.append(position)
+        if not fresh:
+            return
+        rows = table.take(pa.array(fresh, pa.int64()))
+        result = columnar.normalise_chunk(rows, hasher=self.hasher, today=self.today, time_zone=self.time_zone)
+        state.warnings.update(result.warnings)
+        keep = np.ones(rows.num_rows, dtype=bool)
+        keep[result.rejected] = False
+        staged = [result.table.filter(pa.array(keep))]
+        positions = [np.flatnonzero(keep)]
+        # The rows a column function rejected: the row-by-row function gives the reason (or, rarely, accepts).
+        accepted, accepted_positions = [], []
+        for position in result.rejected:
+            row = _python_row(rows, int(position))
+            try:
+                normalised = normalize_customer_row(row)
+            except RowRejected as exc:
+                state.rejected.append((numbers[fresh[position]], str(exc), redact_raw_row(row)))
+                continue
+            state.warnings.update(normalised["warnings"])
+            accepted.append(normalised)
+            accepted_positions.append(position)
+        if accepted:
+            staged.append(_normalised_rows(accepted))
+            positions.append(np.array(accepted_positions, dtype=np.int64))
+        staged_table = pa.concat_tables(staged)
+        staged_digests = pa.array([digests[fresh[p]] for p in np.concatenate(positions)], pa.string())
+        is_update = np.array([key in self.existing for key in staged_table.column("customer_key").to_pylist()],
+                             dtype=bool)
+        state.updated += int(is_update.sum())
+        state.created += int((~is_update).sum())
+        # New records go straight into the table (COPY); changed ones through feed_stage and one upsert.
+        for target, rows_mask in ((SourceRecord._meta.db_table, ~is_update), ("feed_stage", is_update)):
+            if rows_mask.any():
+                mask = pa.array(rows_mask)
+                self._write(target, staged_table.filter(mask), staged_digests.filter(mask))
+
+    def _write(self, target: str, normalised: pa.Table, digests: pa.Array) -> None:
+        rows = normalised.num_rows
+        constant = {"source_id": pa.array(np.full(rows, self.source.pk, dtype=np.int64)),
+                    "first_batch_id": pa.array(np.full(rows, self.batch.pk, dtype=np.int64)),
+                    "last_batch_id": pa.array(np.full(rows, self.batch.pk, dtype=np.int64)),
+                    "needs_resolution": pa.array(np.ones(rows, dtype=bool)),
+                    "loaded_at": pa.array([self.now] * rows, pa.timestamp("us", tz="UTC")),
+                    "row_digest": digests}
+        constant["cif_ref"] = normalised.column("customer_key" if self.source.is_cif_authority else "core_cif")
+        table = pa.table({c: constant[c] if c in constant else normalised.column(c) for c in _RECORD_COLUMNS})
+        sql.bulk_insert_arrow(target, table)
 
 
 def _existing_digests(source: Source) -> dict[str, str]:
-    rows = sql.fetch_all(
-        f"SELECT customer_key, row_digest FROM {SourceRecord._meta.db_table} WHERE source_id = %s", [source.pk]
+    table = sql.fetch_arrow(
+        f"SELECT customer_key, row_digest FROM {SourceRecord._meta.db_table} WHERE source_id = %s",
+        pa.schema([("customer_key", pa.string()), ("row_digest", pa.string())]), [source.pk],
     )
-    return dict(rows)
+    return dict(zip(table.column("customer_key").to_pylist(), table.column("row_digest").to_pylist()))
 
 
 def _progress(total_hint: int | None, enabled: bool):
@@ -237,56 +481,42 @@ def _progress(total_hint: int | None, enabled: bool):
     return tqdm(total=total_hint, unit=" rows", unit_scale=True, dynamic_ncols=True)
 
 
-def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
-    state = _LoadState()
-    existing = _existing_digests(source)
-    seen_in_file: dict[str, int] = {}
-    now = timezone.now()
-    bar = _progress(None, progress)
-    try:
-        for row_number, row in read_feed(path, mapping=source.column_mapping, encoding=encoding):
-            state.rows_read += 1
-            if bar is not None and state.rows_read % 5000 == 0:
-                bar.update(5000)
-            if isinstance(row, str):
-                state.rejected.append((row_number, row, {}))
-                continue
-            key = row.get("customer_key", "").strip()
-            if key in seen_in_file:
-                state.rejected.append(
-                    (row_number, f"customer_key: duplicate of row {seen_in_file[key]}", redact_raw_row(row))
-                )
-                continue
-            if key:
-                seen_in_file[key] = row_number
-            digest = row_digest(row)
-            if existing.get(key) == digest:
-                state.unchanged += 1
-                continue
-            try:
-                normalised = normalize_customer_row(row)
-            except RowRejected as exc:
-                state.rejected.append((row_number, str(exc), redact_raw_row(row)))
-                continue
-            state.warnings.update(normalised["warnings"])
-            if key in existing:
-                state.updated += 1
-            else:
-                state.created += 1
-            state.staged.append(_staged_values(normalised, source=source, digest=digest, batch_id=batch.pk, now=now))
-    finally:
-        if bar is not None:
-            bar.update(state.rows_read % 5000)
-            bar.close()
-    return state
-
-
-def _upsert_staged(rows: list[tuple]) -> None:
-    table = SourceRecord._meta.db_table
+def _create_stage() -> None:
     cols = ", ".join(sql.quote(c) for c in _RECORD_COLUMNS)
     sql.drop_temp_table("feed_stage")
-    sql.execute(f"CREATE TEMP TABLE feed_stage AS SELECT {cols} FROM {sql.quote(table)} WHERE 1 = 0")
-    sql.bulk_insert("feed_stage", _RECORD_COLUMNS, rows)
+    sql.execute(f"CREATE TEMP TABLE feed_stage AS SELECT {cols} FROM {sql.quote(SourceRecord._meta.db_table)} "
+                f"WHERE 1 = 0")
+
+
+def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
+    """Read, check and normalise every row of the file into feed_stage; the counts and rejects of the load."""
+    stager = _Stager(source=source, batch=batch)
+    chunks, fallback = _feed_chunks(path, mapping=source.column_mapping, encoding=encoding)
+    bar = _progress(None, progress)
+    try:
+        _create_stage()
+        try:
+            for chunk in chunks:
+                stager.add(chunk)
+                if bar is not None:
+                    bar.update(chunk.table.num_rows + len(chunk.unreadable))
+        except _FastReadUnavailable:
+            log.info("feed %s: read row by row (%s)", path.name, "Arrow's CSV reader cannot read it")
+            _create_stage()
+            stager.reset()
+            for chunk in fallback:
+                stager.add(chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+    return stager.state
+
+
+def _upsert_staged() -> None:
+    """Write the changed records staged in feed_stage."""
+    table = SourceRecord._meta.db_table
+    cols = ", ".join(sql.quote(c) for c in _RECORD_COLUMNS)
+    sql.analyze("feed_stage")
     updates = ", ".join(f"{sql.quote(c)} = excluded.{sql.quote(c)}" for c in _RECORD_COLUMNS if c not in _KEEP_ON_UPDATE)
     sql.execute(
         f"INSERT INTO {sql.quote(table)} ({cols}) SELECT {cols} FROM feed_stage WHERE 1 = 1 "
@@ -345,8 +575,8 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
             with transaction.atomic():
                 sql.set_work_mem()
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)
-                _upsert_staged(state.staged)
-                sql.analyze_after_bulk_write(SourceRecord._meta.db_table, len(state.staged))
+                _upsert_staged()
+                sql.analyze_after_bulk_write(SourceRecord._meta.db_table, state.created + state.updated)
                 RejectedRow.objects.bulk_create(
                     [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],
                     batch_size=5000,

@@ -577,6 +577,207 @@ def _typed_attribute(key: str, value: str) -> str | None:
 _TYPED_ATTRIBUTES = frozenset({"credit_limit", "card_status", "risk_level", "risk_assessed_at"})
 
 
+# --- one function per column ----------------------------------------------------------------------------------
+# normalize_customer_row calls these in order for one row; the vectorised loader (profiles.columnar) calls the
+# same functions once per distinct value, or for values outside its vectorised shapes. Each takes the raw string
+# ("" for an absent column), raises RowRejected for a value that rejects the row, and reports data problems that
+# do not as a warning code.
+
+def customer_key_value(raw: str) -> str:
+    key = (raw or "").strip()
+    if not key:
+        raise RowRejected("customer_key: missing")
+    _check_len("customer_key", key)
+    return key
+
+
+def name_value(column: str, raw: str) -> tuple[str | None, bool]:
+    """(normalised name or None, whether it was a placeholder)."""
+    if not raw:
+        return None, False
+    value = normalize_name(raw)
+    if value is None:
+        return None, bool(raw.strip())
+    _check_len(column, value)
+    return value, False
+
+
+def full_name_value(full_name: str | None, family: str | None, given: str | None) -> str | None:
+    """The full name, composed from family and given name when the feed has no full name."""
+    if full_name is None and (family or given):
+        full_name = compose_full_name(family, given)
+        _check_len("full_name", full_name)
+    return full_name
+
+
+def gender_value(raw: str) -> str:
+    gender = "U"
+    if raw:
+        s = raw.strip()
+        if s:
+            gender = _GENDERS.get(fold_width(s).casefold())
+            if gender is None:
+                raise RowRejected(f"gender: not M/F/U, male/female or 男/女 ({_shown(raw)})")
+    return gender
+
+
+def birth_date_value(raw: str) -> date | None:
+    if not (raw and raw.strip()):
+        return None
+    birth_date = _parse_iso_date("birth_date", raw)
+    if birth_date < _EARLIEST_BIRTH:
+        raise RowRejected(f"birth_date: before 1900 ({birth_date.isoformat()})")
+    if birth_date > date.today():
+        raise RowRejected(f"birth_date: in the future ({birth_date.isoformat()})")
+    return birth_date
+
+
+def id_type_value(raw: str) -> str | None:
+    """The id type the feed gives (None when it gives none)."""
+    if not raw:
+        return None
+    s = fold_width(raw.strip())
+    if not s:
+        return None
+    id_type = s.upper()
+    if id_type not in _ID_TYPES:
+        if s.casefold() not in PLACEHOLDER_VALUES:
+            raise RowRejected(f"id_type: not CN_RESIDENT, PASSPORT or OTHER ({_shown(raw)})")
+        return None
+    return id_type
+
+
+def id_number_values(raw: str, id_type: str | None) -> tuple[str | None, str | None, str | None, bool, str | None]:
+    """(id type, keyed hash, masked number, valid, warning) of an id number under the given id type."""
+    n = _normalise_id(raw) if raw else ""
+    if not n:
+        return id_type, None, None, False, None
+    if _is_placeholder_id(n):
+        # Never hashed: one placeholder shared by thousands of rows would link them all.
+        return id_type, None, None, False, "placeholder_id"
+    if len(n) > _MAX_LEN["id_number"]:
+        raise RowRejected(f"id_number: longer than {_MAX_LEN['id_number']} characters "
+                          f"({mask_id_number(n[:_MAX_LEN['id_number']])}...)")
+    warning = None
+    if id_type is None:
+        id_valid = is_valid_cn_resident_id(n)
+        id_type = "CN_RESIDENT" if id_valid else "OTHER"
+        if not id_valid:
+            id_valid = _other_id_valid(n)
+    elif id_type == "CN_RESIDENT":
+        id_valid = is_valid_cn_resident_id(n)
+        if not id_valid:
+            warning = "invalid_id_checksum"
+    elif id_type == "PASSPORT":
+        id_valid = _PASSPORT_RE.fullmatch(n) is not None
+    else:
+        id_valid = _other_id_valid(n)
+    return id_type, keyed_hash(n, "id"), mask_id_number(n), id_valid, warning
+
+
+def phone_value(raw: str) -> tuple[str | None, str | None]:
+    """(E.164 phone or None, warning)."""
+    if not raw:
+        return None, None
+    phone = normalize_phone(raw)
+    if phone is None and raw.strip():
+        return None, "placeholder_phone" if _is_placeholder_phone(raw) else "invalid_phone"
+    return phone, None
+
+
+def email_value(raw: str) -> tuple[str | None, str | None]:
+    """(normalised e-mail or None, warning)."""
+    if not raw:
+        return None, None
+    email = normalize_email(raw)
+    if email is None and raw.strip():
+        return None, "placeholder_email" if _is_placeholder_email(raw) else "invalid_email"
+    return email, None
+
+
+def text_value(column: str, raw: str) -> str | None:
+    """Address or city: cleaned, None for a placeholder."""
+    if not raw:
+        return None
+    value = _clean(raw) or None
+    if value is not None and value.casefold() in PLACEHOLDER_VALUES:
+        value = None
+    _check_len(column, value)
+    return value
+
+
+def postcode_value(raw: str) -> str | None:
+    if not raw:
+        return None
+    postcode = _NON_DIGITS.sub("", fold_width(raw)) or None
+    if postcode is not None and len(set(postcode)) == 1 and postcode[0] == "0":  # "0", "000000"
+        postcode = None
+    _check_len("postcode", postcode)
+    return postcode
+
+
+def core_cif_value(raw: str) -> str | None:
+    if not raw:
+        return None
+    core_cif = raw.strip() or None
+    # "NULL" as a CIF would tie every such row to one customer.
+    if core_cif is not None and core_cif.casefold() in PLACEHOLDER_VALUES:
+        core_cif = None
+    _check_len("core_cif", core_cif)
+    return core_cif
+
+
+def updated_at_value(raw: str) -> datetime | None:
+    return _parse_timestamp("updated_at", raw) if raw and raw.strip() else None
+
+
+def card_token_value(raw: str) -> str | None:
+    if not (raw and raw.strip()):
+        return None
+    token = raw.strip()
+    _check_len("card_token", token)
+    return token
+
+
+def pan_bin_value(raw: str) -> str | None:
+    if not (raw and raw.strip()):
+        return None
+    s = raw.strip()
+    if not (s.isascii() and s.isdigit() and len(s) in (6, 8)):
+        raise RowRejected(f"pan_bin: not 6 or 8 digits ({_shown(s)})")
+    return s[:6]  # 8-digit BINs: the record keeps the 6-digit prefix
+
+
+def pan_last4_value(raw: str) -> str | None:
+    if not (raw and raw.strip()):
+        return None
+    s = raw.strip()
+    if not (s.isascii() and s.isdigit() and len(s) == 4):
+        raise RowRejected(f"pan_last4: not 4 digits ({_shown(s)})")
+    return s
+
+
+def card_values(pan: str, card_token: str, pan_bin: str, pan_last4: str) -> tuple[str | None, str | None, str | None]:
+    """(token, BIN, last 4): from the card number when the row has one, else from the source's own columns."""
+    if pan and pan.strip():
+        return tokenize_pan(pan)
+    return card_token_value(card_token), pan_bin_value(pan_bin), pan_last4_value(pan_last4)
+
+
+def attribute_value(key: str, raw: str) -> str | None:
+    """A source attribute (any non-canonical column): trimmed, typed ones validated; None to leave it out."""
+    if not raw:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    return _typed_attribute(key, value) if key in _TYPED_ATTRIBUTES else value
+
+
+def is_attribute_column(key: str) -> bool:
+    return bool(key) and key not in CANONICAL_COLUMNS
+
+
 def normalize_customer_row(row: dict[str, str]) -> dict:
     """Source-record column values of one feed row (canonical column names -> raw strings).
 
@@ -586,169 +787,38 @@ def normalize_customer_row(row: dict[str, str]) -> dict:
     get = row.get
     warnings: list[str] = []
 
-    customer_key = (get("customer_key") or "").strip()
-    if not customer_key:
-        raise RowRejected("customer_key: missing")
-    _check_len("customer_key", customer_key)
-
-    # Names ---------------------------------------------------------------------------------------------------
+    customer_key = customer_key_value(get("customer_key") or "")
     names = {}
     for column in ("full_name", "family_name", "given_name"):
-        raw = get(column)
-        value = None
-        if raw:
-            value = normalize_name(raw)
-            if value is None:
-                if raw.strip() and "placeholder_name" not in warnings:
-                    warnings.append("placeholder_name")
-            else:
-                _check_len(column, value)
-        names[column] = value
-    full_name = names["full_name"]
-    if full_name is None and (names["family_name"] or names["given_name"]):
-        full_name = compose_full_name(names["family_name"], names["given_name"])
-        _check_len("full_name", full_name)
-
-    # Gender and birth date -----------------------------------------------------------------------------------
-    raw = get("gender")
-    gender = "U"
-    if raw:
-        s = raw.strip()
-        if s:
-            gender = _GENDERS.get(fold_width(s).casefold())
-            if gender is None:
-                raise RowRejected(f"gender: not M/F/U, male/female or 男/女 ({_shown(raw)})")
-
-    raw = get("birth_date")
-    birth_date = None
-    if raw and raw.strip():
-        birth_date = _parse_iso_date("birth_date", raw)
-        if birth_date < _EARLIEST_BIRTH:
-            raise RowRejected(f"birth_date: before 1900 ({birth_date.isoformat()})")
-        if birth_date > date.today():
-            raise RowRejected(f"birth_date: in the future ({birth_date.isoformat()})")
-
-    # Id number -----------------------------------------------------------------------------------------------
-    id_type = None
-    raw = get("id_type")
-    if raw:
-        s = fold_width(raw.strip())
-        if s:
-            id_type = s.upper()
-            if id_type not in _ID_TYPES:
-                if s.casefold() not in PLACEHOLDER_VALUES:
-                    raise RowRejected(f"id_type: not CN_RESIDENT, PASSPORT or OTHER ({_shown(raw)})")
-                id_type = None
-    id_number_hash = id_number_masked = None
-    id_valid = False
-    raw = get("id_number")
-    if raw:
-        n = _normalise_id(raw)
-        if n:
-            if _is_placeholder_id(n):
-                # Never hashed: one placeholder shared by thousands of rows would link them all.
-                warnings.append("placeholder_id")
-            else:
-                if len(n) > _MAX_LEN["id_number"]:
-                    raise RowRejected(f"id_number: longer than {_MAX_LEN['id_number']} characters "
-                                      f"({mask_id_number(n[:_MAX_LEN['id_number']])}...)")
-                if id_type is None:
-                    id_valid = is_valid_cn_resident_id(n)
-                    id_type = "CN_RESIDENT" if id_valid else "OTHER"
-                    if not id_valid:
-                        id_valid = _other_id_valid(n)
-                elif id_type == "CN_RESIDENT":
-                    id_valid = is_valid_cn_resident_id(n)
-                    if not id_valid:
-                        warnings.append("invalid_id_checksum")
-                elif id_type == "PASSPORT":
-                    id_valid = _PASSPORT_RE.fullmatch(n) is not None
-                else:
-                    id_valid = _other_id_valid(n)
-                id_number_hash = keyed_hash(n, "id")
-                id_number_masked = mask_id_number(n)
-
-    # Contact -------------------------------------------------------------------------------------------------
-    raw = get("phone")
-    phone = None
-    if raw:
-        phone = normalize_phone(raw)
-        if phone is None and raw.strip():
-            warnings.append("placeholder_phone" if _is_placeholder_phone(raw) else "invalid_phone")
-
-    raw = get("email")
-    email = None
-    if raw:
-        email = normalize_email(raw)
-        if email is None and raw.strip():
-            warnings.append("placeholder_email" if _is_placeholder_email(raw) else "invalid_email")
-
-    address = city = postcode = core_cif = None
-    raw = get("address")
-    if raw:
-        address = _clean(raw) or None
-        if address is not None and address.casefold() in PLACEHOLDER_VALUES:
-            address = None
-        _check_len("address", address)
-    raw = get("city")
-    if raw:
-        city = _clean(raw) or None
-        if city is not None and city.casefold() in PLACEHOLDER_VALUES:
-            city = None
-        _check_len("city", city)
-    raw = get("postcode")
-    if raw:
-        postcode = _NON_DIGITS.sub("", fold_width(raw)) or None
-        if postcode is not None and len(set(postcode)) == 1 and postcode[0] == "0":  # "0", "000000"
-            postcode = None
-        _check_len("postcode", postcode)
-    raw = get("core_cif")
-    if raw:
-        core_cif = raw.strip() or None
-        # "NULL" as a CIF would tie every such row to one customer.
-        if core_cif is not None and core_cif.casefold() in PLACEHOLDER_VALUES:
-            core_cif = None
-        _check_len("core_cif", core_cif)
-
-    raw = get("updated_at")
-    source_updated_at = _parse_timestamp("updated_at", raw) if raw and raw.strip() else None
-
-    # Card ----------------------------------------------------------------------------------------------------
-    pan_token = pan_bin = pan_last4 = None
-    raw = get("pan")
-    if raw and raw.strip():
-        pan_token, pan_bin, pan_last4 = tokenize_pan(raw)
-    else:
-        raw = get("card_token")
-        if raw and raw.strip():
-            pan_token = raw.strip()
-            _check_len("card_token", pan_token)
-        raw = get("pan_bin")
-        if raw and raw.strip():
-            s = raw.strip()
-            if not (s.isascii() and s.isdigit() and len(s) in (6, 8)):
-                raise RowRejected(f"pan_bin: not 6 or 8 digits ({_shown(s)})")
-            pan_bin = s[:6]  # 8-digit BINs: the record keeps the 6-digit prefix
-        raw = get("pan_last4")
-        if raw and raw.strip():
-            s = raw.strip()
-            if not (s.isascii() and s.isdigit() and len(s) == 4):
-                raise RowRejected(f"pan_last4: not 4 digits ({_shown(s)})")
-            pan_last4 = s
-
-    # Everything else -----------------------------------------------------------------------------------------
+        names[column], placeholder = name_value(column, get(column) or "")
+        if placeholder and "placeholder_name" not in warnings:
+            warnings.append("placeholder_name")
+    full_name = full_name_value(names["full_name"], names["family_name"], names["given_name"])
+    gender = gender_value(get("gender") or "")
+    birth_date = birth_date_value(get("birth_date") or "")
+    id_type, id_number_hash, id_number_masked, id_valid, warning = id_number_values(
+        get("id_number") or "", id_type_value(get("id_type") or ""))
+    if warning:
+        warnings.append(warning)
+    phone, warning = phone_value(get("phone") or "")
+    if warning:
+        warnings.append(warning)
+    email, warning = email_value(get("email") or "")
+    if warning:
+        warnings.append(warning)
+    address = text_value("address", get("address") or "")
+    city = text_value("city", get("city") or "")
+    postcode = postcode_value(get("postcode") or "")
+    core_cif = core_cif_value(get("core_cif") or "")
+    source_updated_at = updated_at_value(get("updated_at") or "")
+    pan_token, pan_bin, pan_last4 = card_values(get("pan") or "", get("card_token") or "", get("pan_bin") or "",
+                                                get("pan_last4") or "")
     attributes: dict[str, str] = {}
-    for key, value in row.items():
-        if not value or key in CANONICAL_COLUMNS or not key:
-            continue
-        value = value.strip()
-        if not value:
-            continue
-        if key in _TYPED_ATTRIBUTES:
-            value = _typed_attribute(key, value)
-            if value is None:
-                continue
-        attributes[key] = value
+    for key, raw in row.items():
+        if raw and is_attribute_column(key):
+            value = attribute_value(key, raw)
+            if value is not None:
+                attributes[key] = value
 
     return {
         "customer_key": customer_key,

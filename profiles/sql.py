@@ -124,6 +124,29 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
             cur.executemany(f"INSERT INTO {quote(table)} ({cols}) VALUES ({placeholders})", batch)
 
 
+def bulk_insert_arrow(table: str, data: pa.Table) -> None:
+    """Insert the rows of an Arrow table (its column names are the target's): COPY on PostgreSQL, the Arrow CSV
+    writer rendering the rows; executemany elsewhere."""
+    if data.num_rows == 0:
+        return
+    cols = ", ".join(quote(c) for c in data.column_names)
+    with connection.cursor() as cur:
+        if is_postgres():
+            sink = pa.BufferOutputStream()
+            # Every value quoted, so an unquoted empty field is NULL and "" an empty string, as COPY reads them.
+            pacsv.write_csv(data, sink, write_options=pacsv.WriteOptions(include_header=False,
+                                                                         quoting_style="all_valid"))
+            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv)",
+                                   pa.BufferReader(sink.getvalue()), size=1 << 20)
+            return
+    ops = connection.ops
+    adapt = {pa.types.is_timestamp: ops.adapt_datetimefield_value, pa.types.is_date: ops.adapt_datefield_value}
+    converters = [next((f for test, f in adapt.items() if test(field.type)), None) for field in data.schema]
+    rows = ([v if convert is None or v is None else convert(v) for v, convert in zip(row, converters)]
+            for row in zip(*(column.to_pylist() for column in data.columns)))
+    bulk_insert(table, data.column_names, rows)
+
+
 def allocate_ids(model, count: int) -> list[int]:
     """Reserve `count` primary keys of `model` so rows can be bulk-inserted with known ids."""
     if count == 0:
@@ -191,6 +214,8 @@ def fetch_arrow(query: str, schema: pa.Schema, params: Sequence = ()) -> pa.Tabl
             rendered = cur.cursor.mogrify(query, params).decode()
             buffer = io.BytesIO()
             cur.cursor.copy_expert(f"COPY ({rendered}) TO STDOUT WITH (FORMAT csv)", buffer)
+            if buffer.tell() == 0:
+                return schema.empty_table()
             buffer.seek(0)
             return pacsv.read_csv(
                 buffer,

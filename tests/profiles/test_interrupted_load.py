@@ -5,7 +5,7 @@ uninterrupted load.
 running (no chance to clean up, as when a worker is OOM-killed or a machine goes down). The data must be as if
 the load never started; the re-run must end in the same source records and profiles as a clean load of the same
 file. The kill does not depend on timing: a table lock held by the test stops the load at its write into the
-source records, after every row has been read and normalised, and the load is killed there.
+source records, and the load is killed there.
 """
 import io
 import os
@@ -131,8 +131,8 @@ def test_a_killed_load_leaves_no_trace_and_a_rerun_equals_an_uninterrupted_load(
     assert len(expected["profiles"]) < len(expected["records"])  # duplicate CIFs were merged
     clear_loaded_data()
 
-    # Kill the load at its last step: every row read, normalised and staged, the batch running, the write into
-    # the source records under way. A lock the test holds on that table keeps the load there until it is killed.
+    # Kill the load while it writes: rows read and normalised, the batch running, the write into the source
+    # records under way. A lock the test holds on that table keeps the load there until it is killed.
     with transaction.atomic():
         with connection.cursor() as cur:
             cur.execute(f"LOCK TABLE {SourceRecord._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
