@@ -72,7 +72,7 @@ class NormalisedChunk:
     warnings: Counter = field(default_factory=Counter)  # over the rows not rejected
 
 
-class _Chunk:
+class Chunk:
     """One chunk being normalised: its raw columns, and the rows and warnings found so far."""
 
     def __init__(self, raw: pa.Table):
@@ -96,20 +96,18 @@ class _Chunk:
                         if (mask & accepted).any()})
 
 
-def _np(mask: pa.Array) -> np.ndarray:
+def as_mask(mask: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def plain(values: pa.Array, *, fold_width: bool = True) -> np.ndarray:
+def is_plain(values: pa.Array, *, fold_width: bool = True) -> np.ndarray:
     """Values that Arrow trims, splits and cases exactly as Python does (module docstring); with
     fold_width=False, those it trims the same (full-width forms allowed: str.strip leaves them alone)."""
-    return ~_np(pc.match_substring_regex(values, _SPECIAL_RE if fold_width else f"[{_PY_SPACE}]"))
+    return ~as_mask(pc.match_substring_regex(values, _SPECIAL_RE if fold_width else f"[{_PY_SPACE}]"))
 
 
-_plain = plain
 
-
-def _by_distinct(chunk: _Chunk, values: pa.Array, fn: Callable[[str], object], types: list[pa.DataType]) -> list[pa.Array]:
+def by_distinct(chunk: Chunk, values: pa.Array, fn: Callable[[str], object], types: list[pa.DataType]) -> list[pa.Array]:
     """fn applied once per distinct value, spread to every row; rows whose value fn rejects are marked.
 
     fn returns a tuple of len(types) (or one value when len(types) == 1)."""
@@ -131,7 +129,7 @@ def _by_distinct(chunk: _Chunk, values: pa.Array, fn: Callable[[str], object], t
     return [pc.take(pa.array(r, t), encoded.indices) for r, t in zip(results, types)]
 
 
-def _patch(chunk: _Chunk, values: pa.Array, fast: np.ndarray, computed: list[pa.Array],
+def patch(chunk: Chunk, values: pa.Array, fast: np.ndarray, computed: list[pa.Array],
            fn: Callable[[str], object], types: list[pa.DataType]) -> list[pa.Array]:
     """`computed` where `fast`, fn(value) elsewhere, value by value; rows fn rejects are marked."""
     slow = np.flatnonzero(~fast)
@@ -158,7 +156,7 @@ def _patch(chunk: _Chunk, values: pa.Array, fast: np.ndarray, computed: list[pa.
 
 
 def _same_char(values: pa.Array) -> np.ndarray:
-    return _np(pc.equal(values, pc.binary_repeat(pc.utf8_slice_codeunits(values, 0, 1), pc.utf8_length(values))))
+    return as_mask(pc.equal(values, pc.binary_repeat(pc.utf8_slice_codeunits(values, 0, 1), pc.utf8_length(values))))
 
 
 def _fixed_width_digits(values: pa.Array, width: int) -> np.ndarray:
@@ -172,7 +170,7 @@ def _fixed_width_digits(values: pa.Array, width: int) -> np.ndarray:
 def _cn_resident_valid(numbers: pa.Array, today: date) -> np.ndarray:
     """normalize.is_valid_cn_resident_id of upper-case ASCII alphanumerics, vectorised."""
     valid = np.zeros(len(numbers), dtype=bool)
-    candidates = np.flatnonzero(_np(pc.match_substring_regex(numbers, r"^[0-9]{17}[0-9X]$")))
+    candidates = np.flatnonzero(as_mask(pc.match_substring_regex(numbers, r"^[0-9]{17}[0-9X]$")))
     if len(candidates) == 0:
         return valid
     chars = _fixed_width_digits(pc.take(numbers, pa.array(candidates)), 18)
@@ -191,7 +189,7 @@ def _cn_resident_valid(numbers: pa.Array, today: date) -> np.ndarray:
     return valid
 
 
-def _luhn_valid(digits: pa.Array) -> np.ndarray:
+def luhn_valid(digits: pa.Array) -> np.ndarray:
     """normalize.is_luhn_valid of all-digit strings of 13 to 19 characters, vectorised per length."""
     valid = np.zeros(len(digits), dtype=bool)
     lengths = pc.utf8_length(digits).to_numpy(zero_copy_only=False)
@@ -230,14 +228,21 @@ class KeyedHasher:
             self.con.unregister("hash_input")
         return result.column(0).combine_chunks().cast(STRING)
 
-    def md5(self, values: pa.Array) -> pa.Array:
-        if len(values) == 0:
-            return pa.array([], STRING)
-        self.con.register("md5_input", pa.table({"v": values}))
+    def row_digests(self, table: pa.Table, names: list[str]) -> tuple[list[str], np.ndarray]:
+        """feeds.row_digest of every row over the columns `names` (sorted), and the rows it may be wrong for:
+        those with whitespace other than spaces, which str.strip removes and SQL's trim keeps."""
+        self.con.register("digest_input", pa.table({f"c{i}": table.column(name) for i, name in enumerate(names)}))
+        parts = ", ".join(f"CASE WHEN trim(c{i}) <> '' THEN $n{i} || chr(30) || trim(c{i}) END" for i in range(len(names)))
+        params = {f"n{i}": name for i, name in enumerate(names)}
+        params["space"] = f"[{_PY_SPACE}]"
         try:
-            return self.con.sql("SELECT md5(v) FROM md5_input").to_arrow_table().column(0).combine_chunks().cast(STRING)
+            result = self.con.sql(
+                f"SELECT md5(concat_ws(chr(31), {parts})), regexp_matches(concat_ws(' ', {', '.join(f'c{i}' for i in range(len(names)))}), $space) "
+                f"FROM digest_input", params=params,
+            ).to_arrow_table()
         finally:
-            self.con.unregister("md5_input")
+            self.con.unregister("digest_input")
+        return result.column(0).to_pylist(), as_mask(result.column(1).combine_chunks())
 
 
 def join_present(arrays: list[pa.Array], separator: str) -> pa.Array:
@@ -249,74 +254,74 @@ def join_present(arrays: list[pa.Array], separator: str) -> pa.Array:
     return pc.utf8_slice_codeunits(joined, 0, -len(separator))
 
 
-def _null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
+def null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(mask), pa.scalar(None, values.type), values)
 
 
-def _trimmed(values: pa.Array) -> pa.Array:
+def trim_spaces(values: pa.Array) -> pa.Array:
     return pc.utf8_trim(values, characters=" ")
 
 
 # --- the columns ------------------------------------------------------------------------------------------------
 
-def _customer_key(chunk: _Chunk) -> pa.Array:
+def _customer_key(chunk: Chunk) -> pa.Array:
     raw = chunk.column("customer_key")
-    key = _trimmed(raw)
+    key = trim_spaces(raw)
     lengths = pc.utf8_length(key).to_numpy(zero_copy_only=False)
-    fast = _plain(raw) & (lengths > 0) & (lengths <= n._MAX_LEN["customer_key"])
-    return _patch(chunk, raw, fast, [key], n.customer_key_value, [STRING])[0]
+    fast = is_plain(raw) & (lengths > 0) & (lengths <= n._MAX_LEN["customer_key"])
+    return patch(chunk, raw, fast, [key], n.customer_key_value, [STRING])[0]
 
 
-def _names(chunk: _Chunk) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
+def _names(chunk: Chunk) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array]:
     """(full name, family name, given name, name key)."""
     names = {}
     placeholder = np.zeros(chunk.rows, dtype=bool)
     for column in ("full_name", "family_name", "given_name"):
-        value, is_placeholder = _by_distinct(chunk, chunk.column(column), lambda raw, c=column: n.name_value(c, raw),
+        value, is_placeholder = by_distinct(chunk, chunk.column(column), lambda raw, c=column: n.name_value(c, raw),
                                              [STRING, pa.bool_()])
         names[column] = value
-        placeholder |= _np(is_placeholder)
+        placeholder |= as_mask(is_placeholder)
     chunk.warn("placeholder_name", placeholder)
     family, given = names["family_name"], names["given_name"]
-    both = _np(pc.and_(pc.is_valid(family), pc.is_valid(given)))
-    cjk_pair = both & _np(pc.match_substring_regex(family, _CJK_RE + "$")) & _np(
+    both = as_mask(pc.and_(pc.is_valid(family), pc.is_valid(given)))
+    cjk_pair = both & as_mask(pc.match_substring_regex(family, _CJK_RE + "$")) & as_mask(
         pc.match_substring_regex(given, "^" + _CJK_RE))
     separator = pa.array(np.where(cjk_pair, "", " "), STRING)
     composed = pc.coalesce(pc.binary_join_element_wise(family, given, separator), family, given)
     full_name = pc.coalesce(names["full_name"], composed)
-    too_long = _np(pc.greater(pc.utf8_length(full_name), n._MAX_LEN["full_name"]))
-    chunk.rejected |= too_long & _np(pc.is_null(names["full_name"]))
+    too_long = as_mask(pc.greater(pc.utf8_length(full_name), n._MAX_LEN["full_name"]))
+    chunk.rejected |= too_long & as_mask(pc.is_null(names["full_name"]))
     # name_match_key of a name of ASCII letters and spaces, or of CJK ideographs, is it lower-cased without spaces.
-    simple = _np(pc.match_substring_regex(full_name, r"^(?:[A-Za-z ]+|[\x{4e00}-\x{9fff}]+)$"))
+    simple = as_mask(pc.match_substring_regex(full_name, r"^(?:[A-Za-z ]+|[\x{4e00}-\x{9fff}]+)$"))
     name_key = pc.utf8_lower(pc.replace_substring(full_name, " ", ""))
-    name_key = _patch(chunk, full_name, simple | _np(pc.is_null(full_name)), [name_key], n.name_match_key, [STRING])[0]
-    return full_name, family, given, _null_where(name_key, _np(pc.equal(name_key, "")))
+    name_key = patch(chunk, full_name, simple | as_mask(pc.is_null(full_name)), [name_key], n.name_match_key, [STRING])[0]
+    return full_name, family, given, null_where(name_key, as_mask(pc.equal(name_key, "")))
 
 
-def _id_number(chunk: _Chunk, hasher: KeyedHasher, today: date) -> tuple[pa.Array, ...]:
+def _id_number(chunk: Chunk, hasher: KeyedHasher, today: date) -> tuple[pa.Array, ...]:
     """(id type, hash, masked, valid)."""
-    given_type = _by_distinct(chunk, chunk.column("id_type"), n.id_type_value, [STRING])[0]
+    given_type = by_distinct(chunk, chunk.column("id_type"), n.id_type_value, [STRING])[0]
     raw = chunk.column("id_number")
     lengths = pc.utf8_length(raw).to_numpy(zero_copy_only=False)
-    shaped = _np(pc.match_substring_regex(raw, r"^[0-9A-Za-z]+$")) & (lengths <= n._MAX_LEN["id_number"])
+    shaped = as_mask(pc.match_substring_regex(raw, r"^[0-9A-Za-z]+$")) & (lengths <= n._MAX_LEN["id_number"])
     empty = lengths == 0
     number = pc.utf8_upper(raw)
     placeholder = shaped & (
-        _np(pc.is_in(pc.utf8_lower(number), value_set=pa.array(sorted(n.PLACEHOLDER_VALUES))))
-        | _np(pc.is_in(number, value_set=pa.array(sorted(n.PLACEHOLDER_ID_NUMBERS))))
+        as_mask(pc.is_in(pc.utf8_lower(number), value_set=pa.array(sorted(n.PLACEHOLDER_VALUES))))
+        | as_mask(pc.is_in(number, value_set=pa.array(sorted(n.PLACEHOLDER_ID_NUMBERS))))
         | _same_char(number))
     long_enough = lengths >= 6
     without_check = pc.utf8_slice_codeunits(number, 0, -1)
     body = pc.if_else(pc.ends_with(number, "X"), without_check, number)
     placeholder |= shaped & long_enough & (
-        _same_char(without_check) | (_np(pc.match_substring_regex(body, r"^[0-9]+$"))
-                                     & _np(pc.is_in(body, value_set=_ID_RUN_PREFIXES))))
+        _same_char(without_check) | (as_mask(pc.match_substring_regex(body, r"^[0-9]+$"))
+                                     & as_mask(pc.is_in(body, value_set=_ID_RUN_PREFIXES))))
     usable = shaped & ~placeholder & ~empty
     cn_valid = _cn_resident_valid(number, today) & usable
     given = given_type.to_numpy(zero_copy_only=False)
     is_passport, is_cn, no_type = given == "PASSPORT", given == "CN_RESIDENT", pc.is_null(given_type).to_numpy(
         zero_copy_only=False)
-    passport_ok = _np(pc.match_substring_regex(number, r"^[A-Z0-9]{5,20}$"))
+    passport_ok = as_mask(pc.match_substring_regex(number, r"^[A-Z0-9]{5,20}$"))
     valid = np.where(is_passport, passport_ok, np.where(is_cn, cn_valid, cn_valid | (lengths >= 4))) & usable
     id_type = pc.if_else(pa.array(usable & no_type), pa.array(np.where(cn_valid, "CN_RESIDENT", "OTHER"), STRING),
                          given_type)
@@ -328,7 +333,7 @@ def _id_number(chunk: _Chunk, hasher: KeyedHasher, today: date) -> tuple[pa.Arra
     short = pc.binary_join_element_wise(pc.binary_repeat("*", pc.max_element_wise(pc.subtract(pc.utf8_length(number), 2), 0)),
                                         pc.utf8_slice_codeunits(number, -2), "")
     masked = pc.if_else(pa.array(long_mask), masked, pc.if_else(pa.array(lengths <= 2), pc.binary_repeat("*", pc.utf8_length(number)), short))
-    masked = _null_where(masked, ~usable)
+    masked = null_where(masked, ~usable)
     chunk.warn("placeholder_id", placeholder)
     chunk.warn("invalid_id_checksum", usable & is_cn & ~cn_valid)
 
@@ -359,24 +364,24 @@ def _id_number(chunk: _Chunk, hasher: KeyedHasher, today: date) -> tuple[pa.Arra
             pc.replace_with_mask(pa.array(valid), mask, pa.array(outputs[3], pa.bool_())))
 
 
-def _phone(chunk: _Chunk) -> pa.Array:
+def _phone(chunk: Chunk) -> pa.Array:
     raw = chunk.column("phone")
-    trimmed = _trimmed(raw)
-    plain = _plain(raw)
+    trimmed = trim_spaces(raw)
+    plain = is_plain(raw)
     parts = pc.extract_regex(trimmed, _MOBILE_RE)
-    mobile = plain & _np(pc.is_valid(parts))
+    mobile = plain & as_mask(pc.is_valid(parts))
     national = pc.binary_join_element_wise(parts.field("a"), parts.field("b"), parts.field("c"), "")
-    placeholder = mobile & (_np(pc.is_in(national, value_set=pa.array(sorted(n.PLACEHOLDER_PHONES))))
+    placeholder = mobile & (as_mask(pc.is_in(national, value_set=pa.array(sorted(n.PLACEHOLDER_PHONES))))
                             | _same_char(national) | _same_char(pc.utf8_slice_codeunits(national, 3)))
-    phone = _null_where(pc.binary_join_element_wise("+86", national, ""), ~mobile | placeholder)
+    phone = null_where(pc.binary_join_element_wise("+86", national, ""), ~mobile | placeholder)
     empty = plain & (pc.utf8_length(trimmed).to_numpy(zero_copy_only=False) == 0)
     chunk.warn("placeholder_phone", placeholder)
-    return _patch_with_warning(chunk, raw, mobile | empty, phone, n.phone_value)
+    return patch_with_warning(chunk, raw, mobile | empty, phone, n.phone_value)
 
 
-def _patch_with_warning(chunk: _Chunk, raw: pa.Array, fast: np.ndarray, computed: pa.Array,
+def patch_with_warning(chunk: Chunk, raw: pa.Array, fast: np.ndarray, computed: pa.Array,
                         fn: Callable[[str], tuple[str | None, str | None]]) -> pa.Array:
-    """_patch for a column function that returns (value, warning), counting the warnings of the slow values."""
+    """patch for a column function that returns (value, warning), counting the warnings of the slow values."""
     warnings: list[str | None] = []
 
     def value_only(value: str):
@@ -388,7 +393,7 @@ def _patch_with_warning(chunk: _Chunk, raw: pa.Array, fast: np.ndarray, computed
         warnings.append(warning)
         return result
 
-    patched = _patch(chunk, raw, fast, [computed], value_only, [STRING])[0]
+    patched = patch(chunk, raw, fast, [computed], value_only, [STRING])[0]
     slow = np.flatnonzero(~fast)
     for code in set(w for w in warnings if w):
         hits = np.zeros(chunk.rows, dtype=bool)
@@ -397,74 +402,75 @@ def _patch_with_warning(chunk: _Chunk, raw: pa.Array, fast: np.ndarray, computed
     return patched
 
 
-def _email(chunk: _Chunk) -> pa.Array:
+def _email(chunk: Chunk) -> pa.Array:
     raw = chunk.column("email")
-    email = pc.utf8_lower(_trimmed(raw))
+    email = pc.utf8_lower(trim_spaces(raw))
     lengths = pc.utf8_length(email).to_numpy(zero_copy_only=False)
-    shaped = _plain(raw) & _np(pc.match_substring_regex(email, r"^[!-~]+$"))
-    empty = _plain(raw) & (lengths == 0)
-    valid = _np(pc.match_substring_regex(email, r"^[^@]+@[^@]+[.][^@]+$")) & (lengths <= 254)
+    shaped = is_plain(raw) & as_mask(pc.match_substring_regex(email, r"^[!-~]+$"))
+    empty = is_plain(raw) & (lengths == 0)
+    valid = as_mask(pc.match_substring_regex(email, r"^[^@]+@[^@]+[.][^@]+$")) & (lengths <= 254)
     # str.rpartition("@"): the domain after the last "@", the local part before it.
     parts = pc.extract_regex(email, r"^(?P<local>.*)@(?P<domain>[^@]*)$")
-    has_at = _np(pc.is_valid(parts))
+    has_at = as_mask(pc.is_valid(parts))
     local, domain = pc.fill_null(parts.field("local"), ""), parts.field("domain")
     local_length = pc.utf8_length(local).to_numpy(zero_copy_only=False)
     placeholder = shaped & (
-        _np(pc.is_in(email, value_set=pa.array(sorted(n.PLACEHOLDER_VALUES | n.PLACEHOLDER_EMAILS))))
+        as_mask(pc.is_in(email, value_set=pa.array(sorted(n.PLACEHOLDER_VALUES | n.PLACEHOLDER_EMAILS))))
         | (has_at & (local_length > 0) & (
-            _np(pc.is_in(local, value_set=pa.array(sorted(n.PLACEHOLDER_EMAIL_LOCAL_PARTS))))
-            | _np(pc.is_in(domain, value_set=pa.array(sorted(n.PLACEHOLDER_EMAIL_DOMAINS))))
+            as_mask(pc.is_in(local, value_set=pa.array(sorted(n.PLACEHOLDER_EMAIL_LOCAL_PARTS))))
+            | as_mask(pc.is_in(domain, value_set=pa.array(sorted(n.PLACEHOLDER_EMAIL_DOMAINS))))
             | ((local_length >= 3) & _same_char(local)))))
-    result = _null_where(email, ~(shaped & valid) | placeholder)
+    result = null_where(email, ~(shaped & valid) | placeholder)
     chunk.warn("placeholder_email", placeholder)
     chunk.warn("invalid_email", shaped & ~valid & ~placeholder)
-    return _patch_with_warning(chunk, raw, shaped | empty, result, n.email_value)
+    return patch_with_warning(chunk, raw, shaped | empty, result, n.email_value)
 
 
-def _text(chunk: _Chunk, column: str) -> pa.Array:
+def _text(chunk: Chunk, column: str) -> pa.Array:
     """Address or city (normalize.text_value)."""
     raw = chunk.column(column)
     lengths = pc.utf8_length(raw).to_numpy(zero_copy_only=False)
-    shaped = _plain(raw) & ~_np(pc.match_substring_regex(raw, r"^ | $|  ")) & (lengths > _LONGEST_PLACEHOLDER) & (
+    shaped = is_plain(raw) & ~as_mask(pc.match_substring_regex(raw, r"^ | $|  ")) & (lengths > _LONGEST_PLACEHOLDER) & (
         lengths <= n._MAX_LEN[column])
     empty = lengths == 0
-    value = _null_where(raw, empty)
-    return _patch(chunk, raw, shaped | empty, [value], lambda v: n.text_value(column, v), [STRING])[0]
+    value = null_where(raw, empty)
+    return patch(chunk, raw, shaped | empty, [value], lambda v: n.text_value(column, v), [STRING])[0]
 
 
-def _postcode(chunk: _Chunk) -> pa.Array:
+def _postcode(chunk: Chunk) -> pa.Array:
     raw = chunk.column("postcode")
     lengths = pc.utf8_length(raw).to_numpy(zero_copy_only=False)
-    digits = _np(pc.match_substring_regex(raw, r"^[0-9]+$")) & (lengths <= n._MAX_LEN["postcode"])
-    value = _null_where(raw, (lengths == 0) | _np(pc.match_substring_regex(raw, r"^0+$")))
-    return _patch(chunk, raw, digits | (lengths == 0), [value], n.postcode_value, [STRING])[0]
+    digits = as_mask(pc.match_substring_regex(raw, r"^[0-9]+$")) & (lengths <= n._MAX_LEN["postcode"])
+    value = null_where(raw, (lengths == 0) | as_mask(pc.match_substring_regex(raw, r"^0+$")))
+    return patch(chunk, raw, digits | (lengths == 0), [value], n.postcode_value, [STRING])[0]
 
 
-def _core_cif(chunk: _Chunk) -> pa.Array:
+def _core_cif(chunk: Chunk) -> pa.Array:
     raw = chunk.column("core_cif")
-    cif = _trimmed(raw)
+    cif = trim_spaces(raw)
     lengths = pc.utf8_length(cif).to_numpy(zero_copy_only=False)
-    shaped = _plain(raw) & (lengths > _LONGEST_PLACEHOLDER) & (lengths <= n._MAX_LEN["core_cif"])
-    empty = _plain(raw) & (lengths == 0)
-    return _patch(chunk, raw, shaped | empty, [_null_where(cif, empty)], n.core_cif_value, [STRING])[0]
+    shaped = is_plain(raw) & (lengths > _LONGEST_PLACEHOLDER) & (lengths <= n._MAX_LEN["core_cif"])
+    empty = is_plain(raw) & (lengths == 0)
+    return patch(chunk, raw, shaped | empty, [null_where(cif, empty)], n.core_cif_value, [STRING])[0]
 
 
-def _updated_at(chunk: _Chunk, time_zone: str) -> pa.Array:
+def _updated_at(chunk: Chunk, time_zone: str) -> pa.Array:
     """normalize.updated_at_value: ISO date-times without offset read in the current time zone."""
     raw = chunk.column("updated_at")
-    trimmed = _trimmed(raw)
-    plain = _plain(raw)
+    trimmed = trim_spaces(raw)
+    plain = is_plain(raw)
     local = pa.nulls(chunk.rows, pa.timestamp("us"))
     fast = plain & (pc.utf8_length(trimmed).to_numpy(zero_copy_only=False) == 0)
     for pattern, fmt in _TIMESTAMP_SHAPES:
-        shaped = plain & _np(pc.match_substring_regex(trimmed, pattern))
+        shaped = plain & as_mask(pc.match_substring_regex(trimmed, pattern))
         if not shaped.any():
             continue
-        parsed = pc.strptime(_null_where(trimmed, ~shaped), format=fmt, unit="us", error_is_null=True)
+        parsed = pc.strptime(null_where(trimmed, ~shaped), format=fmt, unit="us", error_is_null=True)
         # strptime rolls an impossible date over (02-30 becomes 03-01): only a date that prints back is real
         # (the shape already bounds hours, minutes and seconds).
-        real = _np(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), pc.utf8_slice_codeunits(trimmed, 0, 10)))
-        local = pc.coalesce(local, _null_where(parsed, ~real))
+        real = as_mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), pc.utf8_slice_codeunits(trimmed, 0, 10)))
+        real &= as_mask(pc.greater_equal(pc.year(parsed), 1))  # Python has no year 0
+        local = pc.coalesce(local, null_where(parsed, ~real))
         fast |= shaped & real
     utc = pa.timestamp("us", tz="UTC")
     try:
@@ -472,40 +478,40 @@ def _updated_at(chunk: _Chunk, time_zone: str) -> pa.Array:
         aware = pc.cast(pc.assume_timezone(local, timezone=time_zone, ambiguous="earliest", nonexistent="raise"), utc)
     except pa.ArrowInvalid:
         # A wall-clock time the zone skips (a DST gap): Python's own arithmetic decides.
-        return _patch(chunk, raw, np.zeros(chunk.rows, dtype=bool), [pa.nulls(chunk.rows, utc)],
+        return patch(chunk, raw, np.zeros(chunk.rows, dtype=bool), [pa.nulls(chunk.rows, utc)],
                       n.updated_at_value, [utc])[0]
-    return _patch(chunk, raw, fast, [aware], n.updated_at_value, [utc])[0]
+    return patch(chunk, raw, fast, [aware], n.updated_at_value, [utc])[0]
 
 
-def _nonblank(values: pa.Array) -> np.ndarray:
+def nonblank(values: pa.Array) -> np.ndarray:
     """bool(value.strip()) for every value."""
-    plain = _plain(values)
-    nonblank = _np(pc.not_equal(_trimmed(values), ""))
+    plain = is_plain(values)
+    nonblank = as_mask(pc.not_equal(trim_spaces(values), ""))
     for position in np.flatnonzero(~plain):
         nonblank[position] = bool((values[position].as_py() or "").strip())
     return nonblank
 
 
-def _card(chunk: _Chunk, hasher: KeyedHasher) -> tuple[pa.Array, pa.Array, pa.Array]:
+def _card(chunk: Chunk, hasher: KeyedHasher) -> tuple[pa.Array, pa.Array, pa.Array]:
     """normalize.card_values: (token, BIN, last 4) from `pan`, else from card_token / pan_bin / pan_last4."""
     pan = chunk.column("pan")
-    has_pan = _nonblank(pan)
+    has_pan = nonblank(pan)
     digits = pc.replace_substring_regex(pan, r"[ \-]+", "")
-    shaped = has_pan & _plain(pan) & _np(pc.match_substring_regex(digits, r"^[0-9]{13,19}$"))
-    shaped &= _luhn_valid(pc.if_else(pa.array(shaped), digits, pa.scalar("0" * 13)))
-    from_pan = [hasher(_null_where(digits, ~shaped), "pan"), _null_where(pc.utf8_slice_codeunits(digits, 0, 6), ~shaped),
-                _null_where(pc.utf8_slice_codeunits(digits, -4), ~shaped)]
-    token, pan_bin, last4 = _patch(chunk, pan, shaped | ~has_pan, from_pan, n.tokenize_pan, [STRING, STRING, STRING])
+    shaped = has_pan & is_plain(pan) & as_mask(pc.match_substring_regex(digits, r"^[0-9]{13,19}$"))
+    shaped &= luhn_valid(pc.if_else(pa.array(shaped), digits, pa.scalar("0" * 13)))
+    from_pan = [hasher(null_where(digits, ~shaped), "pan"), null_where(pc.utf8_slice_codeunits(digits, 0, 6), ~shaped),
+                null_where(pc.utf8_slice_codeunits(digits, -4), ~shaped)]
+    token, pan_bin, last4 = patch(chunk, pan, shaped | ~has_pan, from_pan, n.tokenize_pan, [STRING, STRING, STRING])
     if has_pan.all():
         return token, pan_bin, last4
     # Rows without a card number: the source's own token, BIN and last 4 (ignored where there is a number).
     without = pa.array(~has_pan)
     raw_token = chunk.column("card_token")
-    own_token = _patch(chunk, raw_token, has_pan | _np(pc.equal(raw_token, "")), [pa.nulls(chunk.rows, STRING)],
+    own_token = patch(chunk, raw_token, has_pan | as_mask(pc.equal(raw_token, "")), [pa.nulls(chunk.rows, STRING)],
                        n.card_token_value, [STRING])[0]
-    own_bin = _by_distinct(chunk, _null_where(chunk.column("pan_bin"), has_pan), lambda v: n.pan_bin_value(v or ""),
+    own_bin = by_distinct(chunk, null_where(chunk.column("pan_bin"), has_pan), lambda v: n.pan_bin_value(v or ""),
                            [STRING])[0]
-    own_last4 = _by_distinct(chunk, _null_where(chunk.column("pan_last4"), has_pan),
+    own_last4 = by_distinct(chunk, null_where(chunk.column("pan_last4"), has_pan),
                              lambda v: n.pan_last4_value(v or ""), [STRING])[0]
     return (pc.if_else(without, own_token, token), pc.if_else(without, own_bin, pan_bin),
             pc.if_else(without, own_last4, last4))
@@ -514,7 +520,7 @@ def _card(chunk: _Chunk, hasher: KeyedHasher) -> tuple[pa.Array, pa.Array, pa.Ar
 def _json_string(values: pa.Array) -> pa.Array:
     """json.dumps(value, ensure_ascii=False) of each value, vectorised where nothing needs escaping."""
     quoted = pc.binary_join_element_wise('"', values, '"', "")
-    needs_escape = _np(pc.match_substring_regex(values, r'["\\\x00-\x1f]'))
+    needs_escape = as_mask(pc.match_substring_regex(values, r'["\\\x00-\x1f]'))
     if not needs_escape.any():
         return quoted
     rows = np.flatnonzero(needs_escape)
@@ -524,16 +530,16 @@ def _json_string(values: pa.Array) -> pa.Array:
     return pc.replace_with_mask(quoted, pa.array(mask), pa.array(escaped, STRING))
 
 
-def _attributes(chunk: _Chunk) -> pa.Array:
+def _attributes(chunk: Chunk) -> pa.Array:
     """The JSON object of the source's other columns, keys sorted (json.dumps(..., sort_keys=True))."""
     members = []
     for key in sorted(c for c in chunk.raw.column_names if c != "rn" and n.is_attribute_column(c)):
         raw = chunk.column(key)
         if key in n._TYPED_ATTRIBUTES:
-            value = _by_distinct(chunk, raw, lambda v, k=key: n.attribute_value(k, v or ""), [STRING])[0]
+            value = by_distinct(chunk, raw, lambda v, k=key: n.attribute_value(k, v or ""), [STRING])[0]
         else:
-            trimmed = _trimmed(raw)
-            value = _patch(chunk, raw, _plain(raw), [_null_where(trimmed, _np(pc.equal(trimmed, "")))],
+            trimmed = trim_spaces(raw)
+            value = patch(chunk, raw, is_plain(raw), [null_where(trimmed, as_mask(pc.equal(trimmed, "")))],
                            lambda v, k=key: n.attribute_value(k, v), [STRING])[0]
         members.append(pc.binary_join_element_wise(json.dumps(key, ensure_ascii=False) + ": ", _json_string(value), ""))
     if not members:
@@ -543,16 +549,16 @@ def _attributes(chunk: _Chunk) -> pa.Array:
 
 def normalise_chunk(raw: pa.Table, *, hasher: KeyedHasher, today: date, time_zone: str) -> NormalisedChunk:
     """normalize_customer_row for every row of `raw` (canonical column names, string values; `rn` ignored)."""
-    chunk = _Chunk(raw)
+    chunk = Chunk(raw)
     customer_key = _customer_key(chunk)
     full_name, family, given, name_key = _names(chunk)
-    gender = _by_distinct(chunk, chunk.column("gender"), n.gender_value, [STRING])[0]
-    birth_date = _by_distinct(chunk, chunk.column("birth_date"), n.birth_date_value, [pa.date32()])[0]
+    gender = by_distinct(chunk, chunk.column("gender"), n.gender_value, [STRING])[0]
+    birth_date = by_distinct(chunk, chunk.column("birth_date"), n.birth_date_value, [pa.date32()])[0]
     id_type, id_hash, id_masked, id_valid = _id_number(chunk, hasher, today)
     phone = _phone(chunk)
     email = _email(chunk)
     address = _text(chunk, "address")
-    city = _by_distinct(chunk, chunk.column("city"), lambda v: n.text_value("city", v or ""), [STRING])[0]
+    city = by_distinct(chunk, chunk.column("city"), lambda v: n.text_value("city", v or ""), [STRING])[0]
     postcode = _postcode(chunk)
     core_cif = _core_cif(chunk)
     updated_at = _updated_at(chunk, time_zone)

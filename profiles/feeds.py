@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -212,7 +212,7 @@ CHUNK_ROWS = 200_000
 
 
 @dataclass
-class _RawChunk:
+class RawChunk:
     """A stretch of a feed file: `table` has `rn` (row number) and one string column per canonical column
     ("" where a row has no value); `unreadable` are the rows of the stretch that could not be read."""
 
@@ -220,7 +220,7 @@ class _RawChunk:
     unreadable: list[tuple[int, str]]
 
 
-class _FastReadUnavailable(Exception):
+class FastReadUnavailable(Exception):
     """Arrow's CSV reader cannot read this file as the row-by-row reader would; that one reads it instead."""
 
 
@@ -231,7 +231,7 @@ def _chunk_table(row_numbers: list[int], columns: list[str], rows: list[dict]) -
     return pa.table(data)
 
 
-def _python_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> Iterator[_RawChunk]:
+def _python_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> Iterator[RawChunk]:
     """Chunks from read_feed: any format it reads (CSV, JSON Lines, any encoding), row by row."""
     numbers: list[int] = []
     rows: list[dict] = []
@@ -245,10 +245,10 @@ def _python_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> Ite
         rows.append(row)
         columns.update(dict.fromkeys(row))
         if len(rows) == CHUNK_ROWS:
-            yield _RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
+            yield RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
             numbers, rows, columns, unreadable = [], [], {}, []
     if rows or unreadable:
-        yield _RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
+        yield RawChunk(_chunk_table(numbers, list(columns), rows), unreadable)
 
 
 def _is_jsonl(path: Path, head: bytes) -> bool:
@@ -271,14 +271,14 @@ def _csv_header(path: Path, encoding: str) -> list[str] | None:
     return None if '"' in first else first.split(",")
 
 
-def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encoding: str) -> Iterator[_RawChunk]:
+def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encoding: str) -> Iterator[RawChunk]:
     """Chunks read by Arrow's CSV reader, with the row numbers and rejects of read_feed's CSV reader."""
     positional = [f"c{i}" for i in range(len(raw_header))]
     reported: list[tuple[int, str]] = []
 
     def on_invalid_row(row) -> str:
         if row.number is None:
-            raise _FastReadUnavailable("no row number")
+            raise FastReadUnavailable("no row number")
         # Arrow counts the header as row 1; read_feed counts data rows from 1.
         reported.append((row.number - 1, f"expected {row.expected_columns} columns, found {row.actual_columns}"))
         return "skip"
@@ -299,10 +299,10 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
         for batch in reader:
             table = pa.Table.from_batches([batch]).rename_columns(header)
             if any(pc.any(pc.match_substring(table.column(c), "\x00")).as_py() for c in header):
-                raise _FastReadUnavailable("NUL bytes")
+                raise FastReadUnavailable("NUL bytes")
             unreadable, reported[:] = list(reported), []
             if any(number < next_number for number, _ in unreadable):
-                raise _FastReadUnavailable("a row was reported unreadable after later rows were numbered")
+                raise FastReadUnavailable("a row was reported unreadable after later rows were numbered")
             skipped.update(number for number, _ in unreadable)
             numbers = []
             while len(numbers) < table.num_rows:
@@ -311,11 +311,11 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
                 else:
                     numbers.append(next_number)
                 next_number += 1
-            yield _RawChunk(table.add_column(0, "rn", pa.array(numbers, pa.int64())), unreadable)
+            yield RawChunk(table.add_column(0, "rn", pa.array(numbers, pa.int64())), unreadable)
         if reported:
-            yield _RawChunk(_chunk_table([], header, []), list(reported))
+            yield RawChunk(_chunk_table([], header, []), list(reported))
     except (pa.ArrowException, UnicodeError, OSError) as exc:
-        raise _FastReadUnavailable(str(exc)) from exc
+        raise FastReadUnavailable(str(exc)) from exc
 
 
 def _is_gzip(path: Path) -> bool:
@@ -323,7 +323,7 @@ def _is_gzip(path: Path) -> bool:
         return probe.read(2) == b"\x1f\x8b"
 
 
-def _feed_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> tuple[Iterator[_RawChunk], Iterator[_RawChunk] | None]:
+def feed_chunks(path: Path, *, mapping: dict[str, str], encoding: str) -> tuple[Iterator[RawChunk], Iterator[RawChunk] | None]:
     """(chunks read by Arrow, or by read_feed when Arrow cannot read the file; read_feed's chunks to fall back to)."""
     python = _python_chunks(path, mapping=mapping, encoding=encoding)
     raw_header = _csv_header(path, encoding)
@@ -338,27 +338,19 @@ def _dedup_keys(table: pa.Table) -> list[str]:
     raw = table.column("customer_key").combine_chunks() if "customer_key" in table.column_names else pa.array(
         [""] * table.num_rows, pa.string())
     keys = pc.utf8_trim(raw, characters=" ").to_pylist()
-    for position in np.flatnonzero(~columnar.plain(raw)):
+    for position in np.flatnonzero(~columnar.is_plain(raw)):
         keys[position] = (raw[position].as_py() or "").strip()
     return keys
 
 
-def _digests(table: pa.Table, hasher: columnar.KeyedHasher) -> list[str]:
+def row_digests(table: pa.Table, hasher: columnar.KeyedHasher) -> list[str]:
     """row_digest of every row of the chunk."""
     names = sorted(c for c in table.column_names if c != "rn")
     if not names:
         return [row_digest({})] * table.num_rows
-    raw = [table.column(name).combine_chunks() for name in names]
-    parts = []
-    for name, values in zip(names, raw):
-        trimmed = pc.utf8_trim(values, characters=" ")
-        part = pc.binary_join_element_wise(name + "\x1e", trimmed, "")
-        parts.append(pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), part))
-    digests = hasher.md5(columnar.join_present(parts, "\x1f")).to_pylist()
-    # Python strips more than spaces: a row with other whitespace in a value gets Python's digest.
-    everything = pc.binary_join_element_wise(*raw, " ") if len(raw) > 1 else raw[0]
-    for position in np.flatnonzero(~columnar.plain(everything, fold_width=False)):
-        digests[position] = row_digest({name: values[int(position)].as_py() for name, values in zip(names, raw)})
+    digests, python_rows = hasher.row_digests(table, names)
+    for position in np.flatnonzero(python_rows):
+        digests[position] = row_digest({name: table.column(name)[int(position)].as_py() for name in names})
     return digests
 
 
@@ -394,7 +386,7 @@ class _Stager:
         self.state = _LoadState()
         self.seen: dict[str, int] = {}
 
-    def add(self, chunk: _RawChunk) -> None:
+    def add(self, chunk: RawChunk) -> None:
         state = self.state
         table = chunk.table
         state.rows_read += table.num_rows + len(chunk.unreadable)
@@ -403,7 +395,7 @@ class _Stager:
             return
         numbers = table.column("rn").to_pylist()
         keys = _dedup_keys(table)
-        digests = _digests(table, self.hasher)
+        digests = row_digests(table, self.hasher)
         fresh = []
         for position, (number, key, digest) in enumerate(zip(numbers, keys, digests)):
             if key:
@@ -473,14 +465,6 @@ def _existing_digests(source: Source) -> dict[str, str]:
     return dict(zip(table.column("customer_key").to_pylist(), table.column("row_digest").to_pylist()))
 
 
-def _progress(total_hint: int | None, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total_hint, unit=" rows", unit_scale=True, dynamic_ncols=True)
-
-
 def _create_stage() -> None:
     cols = ", ".join(sql.quote(c) for c in _RECORD_COLUMNS)
     sql.drop_temp_table("feed_stage")
@@ -488,27 +472,43 @@ def _create_stage() -> None:
                 f"WHERE 1 = 0")
 
 
-def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
-    """Read, check and normalise every row of the file into feed_stage; the counts and rejects of the load."""
-    stager = _Stager(source=source, batch=batch)
-    chunks, fallback = _feed_chunks(path, mapping=source.column_mapping, encoding=encoding)
-    bar = _progress(None, progress)
+def stage_chunks(path: Path, *, mapping: dict[str, str], encoding: str, add: Callable[[RawChunk], None],
+                 restart: Callable[[], None], progress: bool, desc: str | None = None) -> None:
+    """Pass every chunk of the file to `add`; if Arrow's reader turns out unable to read the file as read_feed
+    would, `restart()` and pass read_feed's chunks instead."""
+    chunks, fallback = feed_chunks(path, mapping=mapping, encoding=encoding)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" rows", unit_scale=True, dynamic_ncols=True, desc=desc)
     try:
-        _create_stage()
         try:
             for chunk in chunks:
-                stager.add(chunk)
+                add(chunk)
                 if bar is not None:
                     bar.update(chunk.table.num_rows + len(chunk.unreadable))
-        except _FastReadUnavailable:
-            log.info("feed %s: read row by row (%s)", path.name, "Arrow's CSV reader cannot read it")
-            _create_stage()
-            stager.reset()
+        except FastReadUnavailable as exc:
+            log.info("feed %s read row by row: %s", path.name, exc)
+            restart()
             for chunk in fallback:
-                stager.add(chunk)
+                add(chunk)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
+    """Read, check and normalise every row of the file into feed_stage; the counts and rejects of the load."""
+    stager = _Stager(source=source, batch=batch)
+
+    def restart() -> None:
+        _create_stage()
+        stager.reset()
+
+    _create_stage()
+    stage_chunks(path, mapping=source.column_mapping, encoding=encoding, add=stager.add, restart=restart,
+                 progress=progress)
     return stager.state
 
 

@@ -140,7 +140,8 @@ def bulk_insert_arrow(table: str, data: pa.Table) -> None:
                                    pa.BufferReader(sink.getvalue()), size=1 << 20)
             return
     ops = connection.ops
-    adapt = {pa.types.is_timestamp: ops.adapt_datetimefield_value, pa.types.is_date: ops.adapt_datefield_value}
+    adapt = {pa.types.is_timestamp: ops.adapt_datetimefield_value, pa.types.is_date: ops.adapt_datefield_value,
+             pa.types.is_decimal: str}
     converters = [next((f for test, f in adapt.items() if test(field.type)), None) for field in data.schema]
     rows = ([v if convert is None or v is None else convert(v) for v, convert in zip(row, converters)]
             for row in zip(*(column.to_pylist() for column in data.columns)))
