@@ -46,7 +46,9 @@ class _Staged:
 class _Stager:
     """Parses chunks of one activity feed into the temp table activity_stage (with `row_number`)."""
 
-    def __init__(self, *, spec: ActivityKind, kind: str, source: Source, batch_id: int, known_currencies: set[str]):
+    def __init__(self, *, spec: ActivityKind, kind: str, source: Source, batch_id: int, known_currencies: set[str],
+                 writer: sql.CopyPipeline):
+        self.writer = writer
         self.spec, self.kind, self.source, self.batch_id = spec, kind, source, batch_id
         self.known_currencies = pa.array(sorted(known_currencies), pa.string())
         self.hasher = KeyedHasher()
@@ -107,7 +109,7 @@ class _Stager:
             last_batch_id=pa.array(np.full(rows, self.batch_id, dtype=np.int64)),
         )
         order = ("row_number", *_stage_columns(spec))
-        sql.bulk_insert_arrow("activity_stage", pa.table({name: columns[name] for name in order}))
+        self.writer.put("activity_stage", pa.table({name: columns[name] for name in order}))
 
 
 def _reject_duplicates(spec: ActivityKind, state: _Staged) -> None:
@@ -190,15 +192,18 @@ def _stage_file(path: Path, *, spec: ActivityKind, kind: str, source: Source, en
     mapping = dict(source.column_mapping)
     if not spec.per_customer:
         mapping["currency"] = "customer_key"
-    stager = _Stager(spec=spec, kind=kind, source=source, batch_id=batch_id, known_currencies=known_currencies)
-
-    def restart() -> None:
-        _create_stage(spec)
-        stager.state = _Staged()
-
     _create_stage(spec)
-    stage_chunks(path, mapping=mapping, encoding=encoding, add=stager.add, restart=restart, progress=progress,
-                 desc=kind)
+    with sql.CopyPipeline() as writer:
+        stager = _Stager(spec=spec, kind=kind, source=source, batch_id=batch_id, known_currencies=known_currencies,
+                         writer=writer)
+
+        def restart() -> None:
+            writer.drain()
+            _create_stage(spec)
+            stager.state = _Staged()
+
+        stage_chunks(path, mapping=mapping, encoding=encoding, add=stager.add, restart=restart, progress=progress,
+                     desc=kind)
     return stager.state
 
 

@@ -209,6 +209,8 @@ _RECORD_COLUMNS = (
 _KEEP_ON_UPDATE = {"source_id", "customer_key", "first_batch_id"}
 # Rows normalised at once: large enough for the vectorised kernels, small enough to bound memory on any file.
 CHUNK_ROWS = 200_000
+# What Arrow's CSV reader parses at once (a chunk of ~100,000 customer rows).
+ARROW_BLOCK_BYTES = 16 << 20
 
 
 @dataclass
@@ -289,7 +291,7 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(use_threads=False, skip_rows=1, column_names=positional,
-                                           block_size=16 << 20, encoding=arrow_encoding),
+                                           block_size=ARROW_BLOCK_BYTES, encoding=arrow_encoding),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row),
             convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(positional, pa.string()),
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
@@ -372,8 +374,9 @@ def _normalised_rows(normalised: list[dict]) -> pa.Table:
 class _Stager:
     """Turns chunks into staged source-record rows (temp table feed_stage), with the batch's counts and rejects."""
 
-    def __init__(self, *, source: Source, batch: FeedBatch):
+    def __init__(self, *, source: Source, batch: FeedBatch, writer: sql.CopyPipeline):
         self.source = source
+        self.writer = writer
         self.batch = batch
         self.now = timezone.now()
         self.today = date.today()
@@ -454,7 +457,7 @@ class _Stager:
                     "row_digest": digests}
         constant["cif_ref"] = normalised.column("customer_key" if self.source.is_cif_authority else "core_cif")
         table = pa.table({c: constant[c] if c in constant else normalised.column(c) for c in _RECORD_COLUMNS})
-        sql.bulk_insert_arrow(target, table)
+        self.writer.put(target, table)
 
 
 def _existing_digests(source: Source) -> dict[str, str]:
@@ -500,15 +503,20 @@ def stage_chunks(path: Path, *, mapping: dict[str, str], encoding: str, add: Cal
 
 def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
     """Read, check and normalise every row of the file into feed_stage; the counts and rejects of the load."""
-    stager = _Stager(source=source, batch=batch)
-
-    def restart() -> None:
-        _create_stage()
-        stager.reset()
-
     _create_stage()
-    stage_chunks(path, mapping=source.column_mapping, encoding=encoding, add=stager.add, restart=restart,
-                 progress=progress)
+    with sql.CopyPipeline() as writer:
+        stager = _Stager(source=source, batch=batch, writer=writer)
+
+        def restart() -> None:
+            writer.drain()
+            # The reader gave up part way: what it staged and wrote goes, the file is read again from the start.
+            sql.execute(f"DELETE FROM {sql.quote(SourceRecord._meta.db_table)} WHERE first_batch_id = %s "
+                        f"AND last_batch_id = %s", [batch.pk, batch.pk])
+            _create_stage()
+            stager.reset()
+
+        stage_chunks(path, mapping=source.column_mapping, encoding=encoding, add=stager.add, restart=restart,
+                     progress=progress)
     return stager.state
 
 
