@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from . import activity_kinds as kinds
 from .columnar import (
-    STRING, Chunk, KeyedHasher, as_mask, by_distinct, is_plain, luhn_valid, null_where, patch, trim_spaces,
+    STRING, Chunk, KeyedHasher, as_mask, by_distinct, is_plain, is_real_date, luhn_valid, null_where, patch,
+    trim_spaces,
 )
 from .normalize import RowRejected, tokenize_pan
 
@@ -87,7 +88,7 @@ class _Columns:
         shaped = is_plain(raw, fold_width=False) & as_mask(pc.match_substring_regex(value, _DATE_RE))
         parsed = pc.cast(pc.strptime(null_where(value, ~shaped), format="%Y-%m-%d", unit="s", error_is_null=True),
                          pa.date32())
-        real = shaped & _real_date(parsed, value)
+        real = shaped & is_real_date(parsed, value)
         empty = is_plain(raw, fold_width=False) & (pc.utf8_length(value).to_numpy(zero_copy_only=False) == 0)
         fast = real | (empty & (not required))
         parse = _one(lambda row, c: kinds.date_field(row, c, required=required), column)
@@ -104,13 +105,13 @@ class _Columns:
             shaped = plain & as_mask(pc.match_substring_regex(value, pattern))
             if shaped.any():
                 parsed = pc.strptime(null_where(value, ~shaped), format=fmt, unit="us", error_is_null=True)
-                real = shaped & _real_date(parsed, value)
+                real = shaped & is_real_date(parsed, value)
                 local = pc.coalesce(local, null_where(parsed, ~real))
                 naive |= real
         offset = plain & as_mask(pc.match_substring_regex(value, _OFFSET_RE))
         base = pc.replace_substring(pc.utf8_slice_codeunits(value, 0, 19), "T", " ")
         wall = pc.strptime(null_where(base, ~offset), format="%Y-%m-%d %H:%M:%S", unit="us", error_is_null=True)
-        offset &= _real_date(wall, value)
+        offset &= is_real_date(wall, value)
         zone = pc.utf8_slice_codeunits(value, 19)
         hours_minutes = null_where(pc.replace_substring(zone, "Z", "+00:00"), ~offset)
         sign = pc.if_else(pc.starts_with(hours_minutes, "-"), -1, 1)
@@ -130,13 +131,6 @@ class _Columns:
 
     def reject(self, mask: np.ndarray) -> None:
         self.chunk.rejected |= mask
-
-
-def _real_date(parsed: pa.Array, value: pa.Array) -> np.ndarray:
-    """Parsed dates that Python takes too: strptime rolls an impossible date over (02-30 becomes 03-01), so only
-    one that prints back is real, and Python has no year 0."""
-    prints_back = as_mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), pc.utf8_slice_codeunits(value, 0, 10)))
-    return prints_back & as_mask(pc.greater_equal(pc.year(parsed), 1))
 
 
 def _before(later: pa.Array, earlier: pa.Array) -> np.ndarray:

@@ -254,6 +254,18 @@ def join_present(arrays: list[pa.Array], separator: str) -> pa.Array:
     return pc.utf8_slice_codeunits(joined, 0, -len(separator))
 
 
+def is_real_date(parsed: pa.Array, text: pa.Array) -> np.ndarray:
+    """Where `parsed` (strptime of `text`, which starts YYYY-MM-DD) is the date the text names, as Python's
+    date parsing requires: strptime rolls an impossible date over (02-30 becomes 03-01), and Python has no year 0."""
+    text = null_where(text, ~as_mask(pc.is_valid(parsed)))
+    same = None
+    for part, start, stop in ((pc.year, 0, 4), (pc.month, 5, 7), (pc.day, 8, 10)):
+        named = pc.cast(pc.utf8_slice_codeunits(text, start, stop), pa.int64())
+        equal = pc.equal(part(parsed), named)
+        same = equal if same is None else pc.and_(same, equal)
+    return as_mask(same) & as_mask(pc.greater_equal(pc.year(parsed), 1))
+
+
 def null_where(values: pa.Array, mask: np.ndarray) -> pa.Array:
     return pc.if_else(pa.array(mask), pa.scalar(None, values.type), values)
 
@@ -466,10 +478,7 @@ def _updated_at(chunk: Chunk, time_zone: str) -> pa.Array:
         if not shaped.any():
             continue
         parsed = pc.strptime(null_where(trimmed, ~shaped), format=fmt, unit="us", error_is_null=True)
-        # strptime rolls an impossible date over (02-30 becomes 03-01): only a date that prints back is real
-        # (the shape already bounds hours, minutes and seconds).
-        real = as_mask(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), pc.utf8_slice_codeunits(trimmed, 0, 10)))
-        real &= as_mask(pc.greater_equal(pc.year(parsed), 1))  # Python has no year 0
+        real = is_real_date(parsed, trimmed)  # the shape already bounds hours, minutes and seconds
         local = pc.coalesce(local, null_where(parsed, ~real))
         fast |= shaped & real
     utc = pa.timestamp("us", tz="UTC")
