@@ -3,6 +3,7 @@
 PostgreSQL is production and gets COPY; SQLite (the embedded default) gets executemany. Every statement
 that carries values uses parameters; table and column names come from model metadata, never from input.
 """
+import contextlib
 import csv
 import hashlib
 import io
@@ -214,3 +215,100 @@ def fetch_arrow(query: str, schema: pa.Schema, params: Sequence = ()) -> pa.Tabl
 def adapt_now():
     """The current time in the form the backend's raw SQL expects for a DateTimeField."""
     return connection.ops.adapt_datetimefield_value(timezone.now())
+
+
+# --- binary COPY of integer columns (PostgreSQL), for the arrays of identity resolution ---------------------
+# A row of the binary COPY format is a 16-bit field count, then per field a 32-bit length and the value, all
+# big-endian; the file has a 19-byte header (signature, flags, extension length 0) and a 16-bit -1 trailer.
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+# Rows per COPY statement when writing, so the encoded rows stay a bounded buffer.
+_COPY_CHUNK_ROWS = 1_000_000
+
+
+def _binary_row_dtype(fields: Sequence[tuple[str, np.dtype]]) -> np.dtype:
+    layout = [("field_count", ">i2")]
+    for name, dtype in fields:
+        layout += [(f"{name}__length", ">i4"), (name, dtype)]
+    return np.dtype(layout)
+
+
+def fetch_int64_columns(query: str, params: Sequence = ()) -> dict[str, np.ndarray]:
+    """Like fetch_columns (integer columns, NULLs COALESCEd away), through binary COPY on PostgreSQL: the values
+    are never rendered as text or parsed again, which matters at millions of rows."""
+    if not is_postgres():
+        return fetch_columns(query, params)
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT * FROM ({query}) q LIMIT 0", params)
+        names = [d[0] for d in cur.description]
+        casts = ", ".join(f"CAST(q.{quote(name)} AS BIGINT)" for name in names)
+        rendered = cur.cursor.mogrify(f"SELECT {casts} FROM ({query}) q", params).decode()
+        buffer = io.BytesIO()
+        cur.cursor.copy_expert(f"COPY ({rendered}) TO STDOUT WITH (FORMAT binary)", buffer)
+    rows = np.frombuffer(buffer.getbuffer()[len(_COPY_SIGNATURE):-len(_COPY_TRAILER)],
+                         dtype=_binary_row_dtype([(name, ">i8") for name in names]))
+    if len(rows) and any((rows[f"{name}__length"] != 8).any() for name in names):
+        raise ValueError("fetch_int64_columns: a column has NULLs; COALESCE them in the query")
+    return {name: rows[name].astype(np.int64) for name in names}
+
+
+def bulk_insert_arrays(table: str, columns: dict[str, np.ndarray]) -> None:
+    """Insert rows given as equal-length numpy arrays, one per column: int64 arrays (BIGINT columns) or
+    fixed-width bytes (dtype S<n>, text columns). Binary COPY on PostgreSQL, executemany elsewhere."""
+    names = list(columns)
+    if not is_postgres():
+        arrays = [a.astype(str) if a.dtype.kind == "S" else a for a in (columns[n] for n in names)]
+        bulk_insert(table, names, zip(*(a.tolist() for a in arrays)))
+        return
+    fields = [(name, ">i8" if columns[name].dtype.kind in "iu" else columns[name].dtype) for name in names]
+    dtype = _binary_row_dtype(fields)
+    count = len(columns[names[0]]) if names else 0
+    cols = ", ".join(quote(n) for n in names)
+    with connection.cursor() as cur:
+        for start in range(0, count, _COPY_CHUNK_ROWS):
+            stop = min(start + _COPY_CHUNK_ROWS, count)
+            rows = np.empty(stop - start, dtype=dtype)
+            rows["field_count"] = len(names)
+            for name, field_dtype in fields:
+                rows[f"{name}__length"] = np.dtype(field_dtype).itemsize
+                rows[name] = columns[name][start:stop]
+            data = io.BytesIO(_COPY_SIGNATURE + rows.tobytes() + _COPY_TRAILER)
+            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", data)
+
+
+def datetime_order_key(expression: str) -> str:
+    """SQL for an integer that sorts like the datetime `expression` among the rows of one query: epoch
+    microseconds on PostgreSQL, the dense rank on SQLite (which stores datetimes as ISO text)."""
+    if is_postgres():
+        return f"CAST(EXTRACT(EPOCH FROM {expression}) * 1000000 AS BIGINT)"
+    return f"DENSE_RANK() OVER (ORDER BY {expression})"
+
+
+def truncate(table: str) -> None:
+    """Empty a table that is rebuilt whole: TRUNCATE on PostgreSQL (a DELETE of millions of rows writes each one
+    as dead), DELETE elsewhere. TRUNCATE takes an exclusive lock on the table until the transaction ends."""
+    execute(f"{'TRUNCATE' if is_postgres() else 'DELETE FROM'} {quote(table)}")
+
+
+@contextlib.contextmanager
+def secondary_indexes_rebuilt(table: str):
+    """Drop the table's indexes that back no constraint for a bulk write and build them again after it: one
+    sorted build per index is several times faster than inserting millions of entries one by one. PostgreSQL
+    only (elsewhere nothing happens); the DROP locks the table until the transaction ends."""
+    if not is_postgres():
+        yield
+        return
+    definitions = fetch_all(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "WHERE i.indrelid = %s::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+        [table],
+    )
+    for name, _ in definitions:
+        execute(f"DROP INDEX {name}")
+    yield
+    # PostgreSQL builds no index on a table with deferred foreign-key checks pending: run them now.
+    execute("SET CONSTRAINTS ALL IMMEDIATE")
+    execute("SET CONSTRAINTS ALL DEFERRED")
+    execute("SELECT set_config('maintenance_work_mem', %s, true)", [settings.CDP_BULK_WORK_MEM])
+    for _, definition in definitions:
+        execute(definition)
