@@ -74,6 +74,17 @@ class RejectedRow(models.Model):
         indexes = [models.Index(fields=["batch", "row_number"])]
 
 
+def _lineage_record():
+    # Records are never deleted by the platform; a profile's lineage is rewritten whenever it is resolved.
+    return models.ForeignKey("SourceRecord", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+",
+                             db_index=False, db_constraint=False)
+
+
+def _lineage_batch():
+    return models.ForeignKey(FeedBatch, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+",
+                             db_index=False, db_constraint=False)
+
+
 class CustomerProfile(models.Model):
     """One customer, one view: the golden record of the source records that resolve to it."""
 
@@ -101,6 +112,23 @@ class CustomerProfile(models.Model):
     city = models.CharField(max_length=100, null=True, blank=True)
     postcode = models.CharField(max_length=10, null=True, blank=True)
 
+    # Lineage: per survivorship group, the source record and the batch that supplied its golden values (written
+    # with them, in the same row; see profiles.selectors.profile_lineage).
+    name_record = _lineage_record()
+    name_batch = _lineage_batch()
+    gender_record = _lineage_record()
+    gender_batch = _lineage_batch()
+    birth_date_record = _lineage_record()
+    birth_date_batch = _lineage_batch()
+    id_number_record = _lineage_record()
+    id_number_batch = _lineage_batch()
+    phone_record = _lineage_record()
+    phone_batch = _lineage_batch()
+    email_record = _lineage_record()
+    email_batch = _lineage_batch()
+    address_record = _lineage_record()
+    address_batch = _lineage_batch()
+
     record_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -110,6 +138,8 @@ class CustomerProfile(models.Model):
         "full_name", "family_name", "given_name", "gender", "birth_date", "id_type",
         "id_number_hash", "id_number_masked", "phone", "email", "address", "city", "postcode",
     )
+    # The survivorship groups whose lineage the profile keeps (`<group>_record`, `<group>_batch`).
+    LINEAGE_GROUPS = ("name", "gender", "birth_date", "id_number", "phone", "email", "address")
 
     class Meta:
         indexes = [
@@ -296,20 +326,6 @@ class PossibleDuplicate(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["record_a", "record_b"], name="uniq_possible_duplicate")]
         indexes = [models.Index(fields=["status"])]
-
-
-class AttributeLineage(models.Model):
-    """Which source record and batch supplied a golden attribute of a profile."""
-
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage", db_index=False,
-                                db_constraint=False)
-    attribute = models.CharField(max_length=32)
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
-                              db_constraint=False)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["profile", "attribute"], name="uniq_profile_attribute")]
 
 
 class ProbabilisticModel(models.Model):

@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 
 from . import probabilistic, sql
 from .models import (
-    AttributeLineage, CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
+    CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
 )
 
@@ -46,7 +46,6 @@ T_KEY = MatchKey._meta.db_table
 T_RULE = MatchRule._meta.db_table
 T_LINK = RecordLink._meta.db_table
 T_DNL = DoNotLink._meta.db_table
-T_LINEAGE = AttributeLineage._meta.db_table
 T_SOURCE = Source._meta.db_table
 T_SUPPRESSED = SuppressedIdentifier._meta.db_table
 
@@ -154,6 +153,8 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         if touched.everything:
             report.records_resolved = sql.fetch_all(f"SELECT COUNT(*) FROM {T_RECORD}")[0][0]
         else:
+            # A delta finds its neighbours, keys and links through indexes.
+            sql.prefer_index_scans()
             sql.create_temp_table("resolve_dirty", "record_id BIGINT PRIMARY KEY")
             sql.execute(f"INSERT INTO resolve_dirty (record_id) SELECT id FROM {T_RECORD} WHERE needs_resolution")
             sql.analyze("resolve_dirty")
@@ -167,9 +168,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         with _duckdb_session(records) as duck:
             suppressed_records = _refresh_suppressed_identifiers(report, rules, touched, duck)
             timer.lap("guard_rails")
-            keys = _refresh_match_keys(rules, touched, duck)
-            # On a whole-table run the keys written are the scope's keys: group them once for both uses.
-            groups = _key_groups(keys, duck) if touched.everything else None
+            keys, groups = _refresh_match_keys(rules, touched, duck)
             timer.lap("match_keys")
             _run_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
             timer.lap("probabilistic")
@@ -185,7 +184,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         timer.lap("cluster")
         target = _assign_profiles(report, scope, labels)
         timer.lap("assign_profiles")
-        _apply_survivorship(touched, scope, target, existing_profiles=report.profiles_updated)
+        _apply_survivorship(scope, target, existing_profiles=report.profiles_updated)
         timer.lap("survivorship")
         for table in ("resolve_dirty", "resolve_scope", "resolve_profiles", "resolve_new_profiles"):
             sql.drop_temp_table(table)
@@ -209,7 +208,9 @@ def _fetch_records(where: str) -> pa.Table:
         f"r.postcode, r.city, r.gender FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}",
         _RECORD_SCHEMA,
     )
-    return records.sort_by("id")
+    ids = records.column("id").to_numpy()
+    # A seq scan returns rows in heap order, which is id order unless rows were rewritten: sort only then.
+    return records if (ids[1:] >= ids[:-1]).all() else records.sort_by("id")
 
 
 class _duckdb_session:
@@ -236,28 +237,36 @@ def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 # --- 1. guard rails ----------------------------------------------------------------------------------------
 
+_GUARDED_SCHEMA = pa.schema([("source_id", pa.int64()), ("id_valid", pa.bool_())] + [
+    (name, pa.string()) for name in ("id_type", "id_number_hash", "cif_ref", "phone", "email")
+])
+
+
 def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchRule], touched: _Touched,
                                     duck: duckdb.DuckDBPyConnection) -> np.ndarray:
     """Suppress guarded values of touched records that are now over the limit. Records holding a newly suppressed
     value lose the keys built on it; returns them (on a delta: they are resolved again)."""
     limit = settings.CDP_MAX_SHARED_IDENTIFIER
+    if touched.everything:
+        holders = "records"  # every record is fetched already
+    else:
+        # The records holding a guarded value of a touched record, fetched in one pass over the table.
+        holders = "holders"
+        duck.register(holders, sql.fetch_arrow(
+            f"SELECT r.source_id, r.id_valid, r.id_type, r.id_number_hash, r.cif_ref, r.phone, r.email "
+            f"FROM {T_RECORD} r WHERE " + " OR ".join(
+                f"{IDENTIFIER_SQL[name]} IN (SELECT {IDENTIFIER_SQL[name]} FROM {T_RECORD} r "
+                f"JOIN resolve_dirty d ON d.record_id = r.id)" for name in GUARDED_IDENTIFIERS
+            ),
+            _GUARDED_SCHEMA,
+        ))
     over: list[tuple] = []
     for name in GUARDED_IDENTIFIERS:
-        expr = IDENTIFIER_SQL[name]
-        if touched.everything:
-            # Every record is fetched already: count in DuckDB, one pass without a semi-join.
-            over += duck.execute(
-                f"SELECT ? AS field, v AS value, source_id, COUNT(*) FROM (SELECT r.source_id, {expr} AS v "
-                f"FROM records r) x WHERE v IS NOT NULL GROUP BY source_id, v HAVING COUNT(*) > ?",
-                [name, limit],
-            ).fetchall()
-        else:
-            over += sql.fetch_all(
-                f"SELECT %s, {expr}, r.source_id, COUNT(*) FROM {T_RECORD} r "
-                f"WHERE {expr} IN (SELECT {expr} FROM {T_RECORD} r JOIN resolve_dirty d ON d.record_id = r.id) "
-                f"GROUP BY r.source_id, {expr} HAVING COUNT(*) > %s",
-                [name, limit],
-            )
+        over += duck.execute(
+            f"SELECT ? AS field, v AS value, source_id, COUNT(*) FROM (SELECT r.source_id, {IDENTIFIER_SQL[name]} AS v "
+            f"FROM {holders} r) x WHERE v IS NOT NULL GROUP BY source_id, v HAVING COUNT(*) > ?",
+            [name, limit],
+        ).fetchall()
     sql.create_temp_table("resolve_over_limit", "field VARCHAR(16), value VARCHAR(300), source_id BIGINT, "
                                                 "record_count BIGINT")
     sql.bulk_insert("resolve_over_limit", ("field", "value", "source_id", "record_count"), over)
@@ -299,23 +308,26 @@ def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchR
 
 # --- 2. match keys -----------------------------------------------------------------------------------------
 
-def _refresh_match_keys(rules: list[MatchRule], touched: _Touched, duck: duckdb.DuckDBPyConnection) -> dict:
-    """Write the keys of the touched records; return them as arrays (record_id, rule_id, key_hi, key_lo)."""
-    keys = _match_keys(rules, duck)
+def _refresh_match_keys(rules: list[MatchRule], touched: _Touched,
+                        duck: duckdb.DuckDBPyConnection) -> tuple[dict, dict | None]:
+    """Write the keys of the touched records; return them as arrays (record_id, rule_id, key_hi, key_lo) and, on
+    a whole-table run (where they are the keys of the whole scope), their groups (see `_key_groups`)."""
+    keys = _match_keys(rules, duck, grouped=touched.everything)
+    groups = {name: keys.pop(name) for name in ("anchor", "holders")} if touched.everything else None
     if touched.everything:
         sql.truncate(T_KEY)
-        with sql.secondary_indexes_rebuilt(T_KEY):
+        with sql.indexes_rebuilt(T_KEY):
             sql.bulk_insert_arrays(T_KEY, keys)
     else:
         sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN (SELECT record_id FROM resolve_dirty)")
         sql.bulk_insert_arrays(T_KEY, keys)
     sql.analyze_after_bulk_write(T_KEY, len(keys["record_id"]))
-    return keys
+    return keys, groups
 
 
-def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
-    """Keys of the registered records, ordered by (record_id, rule_id): per rule whose identifiers are all
-    present and none suppressed, the MD5 of the identifiers joined by '|' as two 64-bit halves."""
+def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *, grouped: bool) -> dict[str, np.ndarray]:
+    """Keys of the registered records: per rule whose identifiers are all present and none suppressed, the MD5
+    of the identifiers joined by '|' as two 64-bit halves; `grouped` adds their groups (see `_key_groups`)."""
     selects, params = [], []
     for rule in rules:
         fields = [f for f in rule.fields if f in IDENTIFIER_SQL]
@@ -330,22 +342,27 @@ def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection) -> dict
         selects.append(f"SELECT r.id AS record_id, CAST(? AS BIGINT) AS rule_id, {key_sql} AS k FROM records r "
                        f"WHERE {' AND '.join(conditions)}")
         params += [rule.pk, *guarded]
+    columns = ["record_id", "rule_id", "key_hi", "key_lo"] + (["anchor", "holders"] if grouped else [])
     if not selects:
-        return {name: np.empty(0, dtype=np.int64) for name in ("record_id", "rule_id", "key_hi", "key_lo")}
+        return {name: np.empty(0, dtype=np.int64) for name in columns}
     table = duck.sql(
+        f"SELECT record_id, rule_id, key_hi, key_lo{_KEY_GROUP_COLUMNS if grouped else ''} FROM ("
         f"SELECT record_id, rule_id, md5_number_upper(k) AS key_hi, md5_number_lower(k) AS key_lo "
-        f"FROM ({' UNION ALL '.join(selects)}) x ORDER BY record_id, rule_id",
+        f"FROM ({' UNION ALL '.join(selects)}) x) k{_KEY_GROUP_WINDOW if grouped else ''}",
         params=params,
     ).to_arrow_table()
     return {name: _int64(table.column(name)) for name in table.column_names}
+
+
+_KEY_GROUP_COLUMNS = ", MIN(record_id) OVER w AS anchor, COUNT(*) OVER w AS holders"
+_KEY_GROUP_WINDOW = " WINDOW w AS (PARTITION BY rule_id, key_hi, key_lo)"
 
 
 def _key_groups(keys: dict[str, np.ndarray], duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     """For each key: the smallest record id sharing its (rule, key) (`anchor`), and how many records share it."""
     duck.register("key_rows", pa.table({**keys, "position": np.arange(len(keys["record_id"]))}))
     table = duck.sql(
-        "SELECT MIN(record_id) OVER w AS anchor, COUNT(*) OVER w AS holders FROM key_rows "
-        "WINDOW w AS (PARTITION BY rule_id, key_hi, key_lo) ORDER BY position"
+        f"SELECT position{_KEY_GROUP_COLUMNS} FROM key_rows{_KEY_GROUP_WINDOW} ORDER BY position"
     ).to_arrow_table()
     duck.unregister("key_rows")
     return {"anchor": _int64(table.column("anchor")), "holders": _int64(table.column("holders"))}
@@ -656,7 +673,7 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
             taken.add(profile)
     clusters = np.unique(labels)
     new_clusters = clusters[cluster_profile[clusters] == 0]
-    new_ids = np.array(sql.allocate_ids(CustomerProfile, len(new_clusters)), dtype=np.int64)
+    new_ids = sql.allocate_id_array(CustomerProfile, len(new_clusters))
     cluster_profile[new_clusters] = new_ids
     report.profiles_created = len(new_ids)
     sql.create_temp_table("resolve_new_profiles", "profile_id BIGINT PRIMARY KEY, public_id VARCHAR(26)")
@@ -733,42 +750,47 @@ def _winners(scope: pa.Table, target: np.ndarray) -> np.ndarray:
     return wins
 
 
-def _apply_survivorship(touched: _Touched, scope: pa.Table, target: np.ndarray, *, existing_profiles: int) -> None:
+def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int) -> None:
     """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
     wins = _winners(scope, target)
     winning = wins != 0
-    sql.create_temp_table("resolve_winners", "record_id BIGINT PRIMARY KEY, profile_id BIGINT, wins BIGINT, "
-                                             "batch_id BIGINT")
+    sql.create_temp_table("resolve_winners", "record_id BIGINT PRIMARY KEY, profile_id BIGINT, wins BIGINT")
     sql.bulk_insert_arrays("resolve_winners", {
         "record_id": _int64(scope.column("id"))[winning], "profile_id": target[winning], "wins": wins[winning],
-        "batch_id": _int64(scope.column("last_batch_id"))[winning],
     })
     sql.analyze("resolve_winners")
-    golden_fields = [f for _, fields in SURVIVORSHIP_GROUPS.values() for f in fields]
+    # Per group: its golden fields from the winning record, and the lineage columns (that record and its batch).
+    columns = {
+        f: (bit, f"r.{f}") for bit, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()) for f in fields
+    }
+    for bit, group in enumerate(SURVIVORSHIP_GROUPS):
+        columns[f"{group}_record_id"] = (bit, "r.id")
+        columns[f"{group}_batch_id"] = (bit, "r.last_batch_id")
+    profile_columns = list(columns)
 
     def golden(profiles: str) -> str:
         # Each group has one winning record per profile, so MAX over the profile's winners picks its values.
         return "SELECT w.profile_id, " + ", ".join(
-            f"MAX(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN r.{f} END) AS {f}"
-            for bit, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()) for f in fields
+            f"MAX(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
+            for name, (bit, value) in columns.items()
         ) + (f" FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id "
              f"WHERE w.profile_id {profiles} GROUP BY w.profile_id")
 
     now = sql.adapt_now()
     new = "IN (SELECT profile_id FROM resolve_new_profiles)"
     # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
-    with sql.secondary_indexes_rebuilt(T_PROFILE) if not CustomerProfile.objects.exists() else contextlib.nullcontext():
+    with sql.indexes_rebuilt(T_PROFILE) if not CustomerProfile.objects.exists() else contextlib.nullcontext():
         sql.execute(
             f"INSERT INTO {T_PROFILE} (id, public_id, status, record_count, created_at, updated_at, "
-            f"{', '.join(golden_fields)}) "
+            f"{', '.join(profile_columns)}) "
             f"SELECT n.profile_id, n.public_id, 'active', p.record_count, %s, %s, "
-            f"{', '.join(f'g.{f}' for f in golden_fields)} "
+            f"{', '.join(f'g.{f}' for f in profile_columns)} "
             f"FROM resolve_new_profiles n JOIN resolve_profiles p ON p.profile_id = n.profile_id "
             f"LEFT JOIN ({golden(new)}) g ON g.profile_id = n.profile_id",
             [now, now],
         )
     if existing_profiles:
-        assignments = ", ".join(f"{f} = g.{f}" for f in golden_fields)
+        assignments = ", ".join(f"{f} = g.{f}" for f in profile_columns)
         sql.execute(
             f"UPDATE {T_PROFILE} SET {assignments}, record_count = p.record_count, status = 'active', "
             f"merged_into_id = NULL, merged_at = NULL, updated_at = %s "
@@ -777,15 +799,4 @@ def _apply_survivorship(touched: _Touched, scope: pa.Table, target: np.ndarray, 
             [now],
         )
     sql.analyze_after_bulk_write(T_PROFILE, len(target))
-    if touched.everything:
-        sql.truncate(T_LINEAGE)
-    else:
-        sql.execute(f"DELETE FROM {T_LINEAGE} WHERE profile_id IN (SELECT profile_id FROM resolve_profiles)")
-    with sql.secondary_indexes_rebuilt(T_LINEAGE) if touched.everything else contextlib.nullcontext():
-        for bit, group in enumerate(SURVIVORSHIP_GROUPS):
-            sql.execute(
-                f"INSERT INTO {T_LINEAGE} (profile_id, attribute, record_id, batch_id) "
-                f"SELECT profile_id, %s, record_id, batch_id FROM resolve_winners WHERE (wins & %s) <> 0",
-                [group, 1 << bit],
-            )
     sql.drop_temp_table("resolve_winners")
