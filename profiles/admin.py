@@ -4,11 +4,11 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .models import (
-    AttributeLineage, CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate,
+    CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate,
     ProfileMetrics, RejectedRow, Source, SourceRecord, SuppressedIdentifier,
 )
 from .normalize import mask_email, mask_name, mask_phone
-from .selectors import profile_timeline
+from .selectors import profile_lineage, profile_timeline
 from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
 
 MASKERS = {"full_name": mask_name, "family_name": mask_name, "given_name": mask_name, "phone": mask_phone,
@@ -138,7 +138,7 @@ class CustomerProfileAdmin(ReadOnlyAdmin):
 
     @admin.display(description="lineage")
     def lineage_table(self, obj):
-        rows = AttributeLineage.objects.filter(profile=obj).select_related("record__source", "batch")
+        rows = profile_lineage(profile=obj)
         return format_html(
             "<table><tr><th>attribute</th><th>source record</th><th>batch</th></tr>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}:{}</td><td>#{}</td></tr>", (

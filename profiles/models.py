@@ -74,6 +74,17 @@ class RejectedRow(models.Model):
         indexes = [models.Index(fields=["batch", "row_number"])]
 
 
+def _lineage_record():
+    # Records are never deleted by the platform; a profile's lineage is rewritten whenever it is resolved.
+    return models.ForeignKey("SourceRecord", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+",
+                             db_index=False, db_constraint=False)
+
+
+def _lineage_batch():
+    return models.ForeignKey(FeedBatch, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+",
+                             db_index=False, db_constraint=False)
+
+
 class CustomerProfile(models.Model):
     """One customer, one view: the golden record of the source records that resolve to it."""
 
@@ -101,6 +112,23 @@ class CustomerProfile(models.Model):
     city = models.CharField(max_length=100, null=True, blank=True)
     postcode = models.CharField(max_length=10, null=True, blank=True)
 
+    # Lineage: per survivorship group, the source record and the batch that supplied its golden values (written
+    # with them, in the same row; see profiles.selectors.profile_lineage).
+    name_record = _lineage_record()
+    name_batch = _lineage_batch()
+    gender_record = _lineage_record()
+    gender_batch = _lineage_batch()
+    birth_date_record = _lineage_record()
+    birth_date_batch = _lineage_batch()
+    id_number_record = _lineage_record()
+    id_number_batch = _lineage_batch()
+    phone_record = _lineage_record()
+    phone_batch = _lineage_batch()
+    email_record = _lineage_record()
+    email_batch = _lineage_batch()
+    address_record = _lineage_record()
+    address_batch = _lineage_batch()
+
     record_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -110,6 +138,8 @@ class CustomerProfile(models.Model):
         "full_name", "family_name", "given_name", "gender", "birth_date", "id_type",
         "id_number_hash", "id_number_masked", "phone", "email", "address", "city", "postcode",
     )
+    # The survivorship groups whose lineage the profile keeps (`<group>_record`, `<group>_batch`).
+    LINEAGE_GROUPS = ("name", "gender", "birth_date", "id_number", "phone", "email", "address")
 
     class Meta:
         indexes = [
@@ -124,6 +154,12 @@ class CustomerProfile(models.Model):
     @staticmethod
     def new_public_id() -> str:
         return "P" + secrets.token_hex(8).upper()
+
+    @staticmethod
+    def new_public_ids(count: int) -> list[str]:
+        """`count` ids of the form of new_public_id, from one draw of the random source instead of one per id."""
+        digits = secrets.token_hex(8 * count).upper()
+        return ["P" + digits[i:i + 16] for i in range(0, 16 * count, 16)]
 
 
 class SourceRecord(models.Model):
@@ -199,15 +235,24 @@ class MatchRule(models.Model):
 
 
 class MatchKey(models.Model):
-    """The key a record has under a rule; records sharing (rule, key) are linked."""
+    """The key a record has under a rule; records sharing (rule, key) are linked.
 
+    The key is the MD5 digest of the rule's identifiers joined by "|", kept as two 64-bit halves: 16 bytes
+    instead of up to 400 characters, compared as two integers. At 128 bits, two different identifier
+    combinations sharing a digest by chance is out of reach (about 1e-25 at ten million keys).
+    """
+
+    pk = models.CompositePrimaryKey("record_id", "rule_id")
+    # Indexed through the primary key, whose first column it is.
     record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="match_keys", db_index=False,
                                db_constraint=False)
     rule = models.ForeignKey(MatchRule, on_delete=models.CASCADE, related_name="+", db_index=False, db_constraint=False)
-    key = models.CharField(max_length=400)
+    key_hi = models.BigIntegerField()
+    key_lo = models.BigIntegerField()
 
     class Meta:
-        indexes = [models.Index(fields=["rule", "key"]), models.Index(fields=["record"])]
+        # Looking a key up by its first half finds its records; the second half and the rule are checked on them.
+        indexes = [models.Index(fields=["key_hi"], name="matchkey_key_hi")]
 
 
 class SuppressedIdentifier(models.Model):
@@ -281,20 +326,6 @@ class PossibleDuplicate(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["record_a", "record_b"], name="uniq_possible_duplicate")]
         indexes = [models.Index(fields=["status"])]
-
-
-class AttributeLineage(models.Model):
-    """Which source record and batch supplied a golden attribute of a profile."""
-
-    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="lineage", db_index=False,
-                                db_constraint=False)
-    attribute = models.CharField(max_length=32)
-    record = models.ForeignKey(SourceRecord, on_delete=models.CASCADE, related_name="+", db_constraint=False)
-    batch = models.ForeignKey(FeedBatch, on_delete=models.PROTECT, related_name="+", db_index=False,
-                              db_constraint=False)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["profile", "attribute"], name="uniq_profile_attribute")]
 
 
 class ProbabilisticModel(models.Model):

@@ -1,8 +1,9 @@
 """Identity resolution: source records -> one customer profile per person.
 
 The pipeline (one transaction, so an interrupted run leaves the previous state and the next run redoes it):
-1. match keys for the records a load touched, one per active rule (SQL INSERT ... SELECT);
-2. guard rails: identifier values shared by too many records of one source are suppressed;
+1. guard rails: identifier values shared by too many records of one source are suppressed;
+2. match keys for the records a load touched, one per active rule and record: the digest of the rule's
+   identifiers (computed in-process with DuckDB over the records fetched once, written with COPY);
 3. the probabilistic tier scores records no rule links (see probabilistic.py);
 4. the scope: touched records, the records they share a key or a link with, and all records of the
    profiles those belong to;
@@ -11,15 +12,21 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
    adds links strongest first and skips any that would break one;
 6. clusters -> profiles: a cluster keeps the profile that holds most of its records, other profiles it covers
    are merged into it (and keep resolving to it), a cluster with no profile gets a new one;
-7. survivorship and lineage of every golden attribute (SQL window functions).
+7. survivorship and lineage of every golden attribute: the winning record of each group ranked in numpy, the
+   golden values read from the winners in one grouped query; new profiles are written once, with their values.
+
+When every record is to be resolved (a first load, or `full`), the run works on the whole table: no list of
+touched records, no neighbour search, and the match keys are rebuilt with their index built once afterwards.
 """
+import contextlib
 import logging
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from django.conf import settings
 from django.db import transaction
 from scipy.sparse import coo_matrix
@@ -27,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 
 from . import probabilistic, sql
 from .models import (
-    AttributeLineage, CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
+    CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
 )
 
@@ -39,11 +46,11 @@ T_KEY = MatchKey._meta.db_table
 T_RULE = MatchRule._meta.db_table
 T_LINK = RecordLink._meta.db_table
 T_DNL = DoNotLink._meta.db_table
-T_LINEAGE = AttributeLineage._meta.db_table
 T_SOURCE = Source._meta.db_table
 T_SUPPRESSED = SuppressedIdentifier._meta.db_table
 
 # SQL for each identifier a rule can name, over source records aliased `r`. NULL means "no usable value".
+# The same expressions run in PostgreSQL (or SQLite) and in DuckDB over the fetched records (`_RECORD_SCHEMA`).
 IDENTIFIER_SQL = {
     "id_number": "CASE WHEN r.id_valid THEN r.id_type || ':' || r.id_number_hash END",
     "core_cif": "r.cif_ref",
@@ -71,6 +78,17 @@ SURVIVORSHIP_GROUPS = {
 # Edge strength order: deterministic rules by priority (0..), reviewer links, then probabilistic links.
 MANUAL_LINK_RANK = 10_000
 PROBABILISTIC_LINK_RANK = 20_000
+
+# What resolution reads of a record, fetched once per run (or once for the touched records and once for the
+# scope of a delta). `present` has bit i set when the record has a value for the i-th survivorship group;
+# `changed` sorts like its update time (source_updated_at, else load time).
+_RECORD_SCHEMA = pa.schema([
+    ("id", pa.int64()), ("source_id", pa.int64()), ("profile_id", pa.int64()), ("last_batch_id", pa.int64()),
+    ("source_priority", pa.int64()), ("changed", pa.int64()), ("present", pa.int64()),
+    ("needs_resolution", pa.bool_()), ("id_valid", pa.bool_()),
+    *((name, pa.string()) for name in ("id_type", "id_number_hash", "cif_ref", "phone", "birth_date", "email",
+                                       "name_key", "postcode", "city", "gender")),
+])
 
 
 @dataclass
@@ -110,6 +128,16 @@ class _Timer:
         self.last = now
 
 
+@dataclass(frozen=True)
+class _Touched:
+    """The records this run resolves: every record (`everything`), or those listed in the resolve_dirty table."""
+
+    everything: bool
+
+    def where(self, column: str) -> str:
+        return "1 = 1" if self.everything else f"{column} IN (SELECT record_id FROM resolve_dirty)"
+
+
 def identity_resolve(*, full: bool = False, train: bool | None = None) -> ResolutionReport:
     """Resolve every record that a load touched (or all records with `full`) into profiles."""
     report = ResolutionReport()
@@ -119,35 +147,46 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             # One resolution at a time: two would race to assign the same records.
             sql.execute("SELECT pg_advisory_xact_lock(%s)", [sql.advisory_lock_key("resolve", 0)])
         sql.set_work_mem()
-        if full:
-            sql.execute(f"UPDATE {T_RECORD} SET needs_resolution = TRUE WHERE needs_resolution = FALSE")
         timer = _Timer(report)
-        sql.create_temp_table("resolve_dirty", "record_id BIGINT PRIMARY KEY")
-        sql.execute(f"INSERT INTO resolve_dirty (record_id) SELECT id FROM {T_RECORD} WHERE needs_resolution")
-        sql.analyze("resolve_dirty")
-        report.records_resolved = sql.fetch_all("SELECT COUNT(*) FROM resolve_dirty")[0][0]
+        touched = _Touched(full or not sql.fetch_all(
+            f"SELECT EXISTS (SELECT 1 FROM {T_RECORD} WHERE NOT needs_resolution)")[0][0])
+        if touched.everything:
+            report.records_resolved = sql.fetch_all(f"SELECT COUNT(*) FROM {T_RECORD}")[0][0]
+        else:
+            # A delta finds its neighbours, keys and links through indexes.
+            sql.prefer_index_scans()
+            sql.create_temp_table("resolve_dirty", "record_id BIGINT PRIMARY KEY")
+            sql.execute(f"INSERT INTO resolve_dirty (record_id) SELECT id FROM {T_RECORD} WHERE needs_resolution")
+            sql.analyze("resolve_dirty")
+            report.records_resolved = sql.fetch_all("SELECT COUNT(*) FROM resolve_dirty")[0][0]
         if report.records_resolved == 0:
             sql.drop_temp_table("resolve_dirty")
             report.seconds = round(time.perf_counter() - started, 3)
             return report
         rules = list(MatchRule.objects.filter(is_active=True))
-        suppressed_records = _refresh_suppressed_identifiers(report, rules)
-        timer.lap("guard_rails")
-        _refresh_match_keys(rules)
-        sql.analyze_after_bulk_write(T_KEY, report.records_resolved)
-        timer.lap("match_keys")
-        _run_probabilistic_tier(report, full=full, train=train)
-        timer.lap("probabilistic")
-        _build_scope(suppressed_records)
-        report.scope_records = sql.fetch_all("SELECT COUNT(*) FROM resolve_scope")[0][0]
-        timer.lap("scope")
-        record_ids, labels = _cluster_scope(report)
+        records = _fetch_records(touched.where("r.id"))
+        with _duckdb_session(records) as duck:
+            suppressed_records = _refresh_suppressed_identifiers(report, rules, touched, duck)
+            timer.lap("guard_rails")
+            keys, groups = _refresh_match_keys(rules, touched, duck)
+            timer.lap("match_keys")
+            _run_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
+            timer.lap("probabilistic")
+            if touched.everything:
+                scope = records
+            else:
+                scope = _build_scope(suppressed_records)
+                keys = _scope_keys()
+                groups = _key_groups(keys, duck)
+            report.scope_records = scope.num_rows
+            timer.lap("scope")
+            labels = _cluster_scope(report, touched, scope, keys, groups)
         timer.lap("cluster")
-        _assign_profiles(report, record_ids, labels)
+        target = _assign_profiles(report, scope, labels)
         timer.lap("assign_profiles")
-        _apply_survivorship()
+        _apply_survivorship(scope, target, existing_profiles=report.profiles_updated)
         timer.lap("survivorship")
-        for table in ("resolve_dirty", "resolve_scope", "resolve_profiles"):
+        for table in ("resolve_dirty", "resolve_scope", "resolve_profiles", "resolve_new_profiles"):
             sql.drop_temp_table(table)
         timer.lap("finish")
     report.seconds = round(time.perf_counter() - started, 3)
@@ -155,65 +194,178 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
     return report
 
 
-# --- 1. guard rails and match keys -------------------------------------------------------------------------
+def _fetch_records(where: str) -> pa.Table:
+    """The records matching `where` (over `r`), sorted by id, with the columns of `_RECORD_SCHEMA`."""
+    present = " + ".join(
+        f"CASE WHEN {condition} THEN {1 << bit} ELSE 0 END"
+        for bit, (condition, _) in enumerate(SURVIVORSHIP_GROUPS.values())
+    )
+    records = sql.fetch_arrow(
+        f"SELECT r.id, r.source_id, r.profile_id, r.last_batch_id, s.priority, "
+        f"{sql.datetime_order_key('COALESCE(r.source_updated_at, r.loaded_at)')}, {present}, r.needs_resolution, "
+        f"r.id_valid, "
+        f"r.id_type, r.id_number_hash, r.cif_ref, r.phone, CAST(r.birth_date AS TEXT), r.email, r.name_key, "
+        f"r.postcode, r.city, r.gender FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}",
+        _RECORD_SCHEMA,
+    )
+    ids = records.column("id").to_numpy()
+    # A seq scan returns rows in heap order, which is id order unless rows were rewritten: sort only then.
+    return records if (ids[1:] >= ids[:-1]).all() else records.sort_by("id")
 
-def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchRule]) -> list[int]:
-    """Suppress guarded values of touched records that are now over the limit; return the records holding them."""
+
+class _duckdb_session:
+    """An in-memory DuckDB with the fetched records registered as `records`, for the set-based work that
+    PostgreSQL does slowly at millions of rows (grouping, digests, window functions over ten million keys)."""
+
+    def __init__(self, records: pa.Table):
+        self.records = records
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self.con = duckdb.connect(":memory:")
+        self.con.register("records", self.records)
+        return self.con
+
+    def __exit__(self, *exc) -> None:
+        self.con.close()
+
+
+def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A numpy int64 view of an integer column; unsigned 64-bit digests keep their bits."""
+    values = column.to_numpy() if isinstance(column, pa.ChunkedArray) else column.to_numpy(zero_copy_only=False)
+    return values.view(np.int64) if values.dtype == np.uint64 else values.astype(np.int64)
+
+
+# --- 1. guard rails ----------------------------------------------------------------------------------------
+
+_GUARDED_SCHEMA = pa.schema([("source_id", pa.int64()), ("id_valid", pa.bool_())] + [
+    (name, pa.string()) for name in ("id_type", "id_number_hash", "cif_ref", "phone", "email")
+])
+
+
+def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchRule], touched: _Touched,
+                                    duck: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Suppress guarded values of touched records that are now over the limit. Records holding a newly suppressed
+    value lose the keys built on it; returns them (on a delta: they are resolved again)."""
     limit = settings.CDP_MAX_SHARED_IDENTIFIER
-    newly: list[tuple[str, str]] = []
+    if touched.everything:
+        holders = "records"  # every record is fetched already
+    else:
+        # The records holding a guarded value of a touched record, fetched in one pass over the table.
+        holders = "holders"
+        duck.register(holders, sql.fetch_arrow(
+            f"SELECT r.source_id, r.id_valid, r.id_type, r.id_number_hash, r.cif_ref, r.phone, r.email "
+            f"FROM {T_RECORD} r WHERE " + " OR ".join(
+                f"{IDENTIFIER_SQL[name]} IN (SELECT {IDENTIFIER_SQL[name]} FROM {T_RECORD} r "
+                f"JOIN resolve_dirty d ON d.record_id = r.id)" for name in GUARDED_IDENTIFIERS
+            ),
+            _GUARDED_SCHEMA,
+        ))
+    over: list[tuple] = []
     for name in GUARDED_IDENTIFIERS:
-        expr = IDENTIFIER_SQL[name]
-        over = sql.fetch_all(
-            f"SELECT r.source_id, {expr} AS v, COUNT(*) FROM {T_RECORD} r "
-            f"WHERE {expr} IN (SELECT {expr} FROM {T_RECORD} r JOIN resolve_dirty d ON d.record_id = r.id) "
-            f"GROUP BY r.source_id, {expr} HAVING COUNT(*) > %s",
-            [limit],
-        )
-        known = set(
-            SuppressedIdentifier.objects.filter(field=name, value__in={v for _, v, _ in over}).values_list("value", flat=True)
-        )
-        for source_id, value, count in over:
-            SuppressedIdentifier.objects.update_or_create(
-                field=name, value=value, source_id=source_id, defaults={"record_count": count}
-            )
-            if value not in known:
-                newly.append((name, value))
+        over += duck.execute(
+            f"SELECT ? AS field, v AS value, source_id, COUNT(*) FROM (SELECT r.source_id, {IDENTIFIER_SQL[name]} AS v "
+            f"FROM {holders} r) x WHERE v IS NOT NULL GROUP BY source_id, v HAVING COUNT(*) > ?",
+            [name, limit],
+        ).fetchall()
+    sql.create_temp_table("resolve_over_limit", "field VARCHAR(16), value VARCHAR(300), source_id BIGINT, "
+                                                "record_count BIGINT")
+    sql.bulk_insert("resolve_over_limit", ("field", "value", "source_id", "record_count"), over)
+    sql.create_temp_table("resolve_newly_suppressed", "field VARCHAR(16), value VARCHAR(300)")
+    sql.execute(
+        f"INSERT INTO resolve_newly_suppressed (field, value) SELECT DISTINCT o.field, o.value "
+        f"FROM resolve_over_limit o WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {T_SUPPRESSED} s WHERE s.field = o.field AND s.value = o.value)"
+    )
+    sql.execute(
+        f"INSERT INTO {T_SUPPRESSED} (field, value, source_id, record_count, detected_at) "
+        f"SELECT field, value, source_id, record_count, %s FROM resolve_over_limit WHERE 1 = 1 "
+        f"ON CONFLICT (field, value, source_id) DO UPDATE SET record_count = excluded.record_count, "
+        f"detected_at = excluded.detected_at",
+        [sql.adapt_now()],
+    )
+    sql.drop_temp_table("resolve_over_limit")
     report.suppressed_identifiers = SuppressedIdentifier.objects.count()
-    if not newly:
-        return []
-    # Records holding a newly suppressed value lose the keys built on it and are resolved again.
-    affected: set[int] = set()
-    for name, value in newly:
-        ids = [rid for (rid,) in sql.fetch_all(f"SELECT r.id FROM {T_RECORD} r WHERE {IDENTIFIER_SQL[name]} = %s", [value])]
-        affected.update(ids)
-        rule_ids = [rule.pk for rule in rules if name in rule.fields]
-        if ids and rule_ids:
-            MatchKey.objects.filter(record_id__in=ids, rule_id__in=rule_ids).delete()
-    return sorted(affected)
+    affected = np.empty(0, dtype=np.int64)
+    newly = {name for (name,) in sql.fetch_all("SELECT DISTINCT field FROM resolve_newly_suppressed")}
+    if not touched.everything:
+        # Keys are rebuilt for every record on a whole-table run; on a delta, the holders' keys are dropped here.
+        for name in GUARDED_IDENTIFIERS:
+            if name not in newly:
+                continue
+            holders = (f"SELECT r.id FROM {T_RECORD} r JOIN resolve_newly_suppressed n "
+                       f"ON n.field = %s AND n.value = {IDENTIFIER_SQL[name]}")
+            affected = np.union1d(affected, sql.fetch_int64_columns(holders, [name])["id"])
+            rule_ids = [rule.pk for rule in rules if name in rule.fields]
+            if rule_ids:
+                sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN ({holders}) "
+                            f"AND rule_id IN ({', '.join(['%s'] * len(rule_ids))})", [name, *rule_ids])
+    sql.drop_temp_table("resolve_newly_suppressed")
+    suppressed = sql.fetch_all(f"SELECT field, value FROM {T_SUPPRESSED}")
+    duck.register("suppressed", pa.table({"field": pa.array([f for f, _ in suppressed], pa.string()),
+                                          "value": pa.array([v for _, v in suppressed], pa.string())}))
+    return affected
 
 
-def _suppression_filter(rule_fields: list[str]) -> str:
-    clauses = [
-        f"NOT EXISTS (SELECT 1 FROM {T_SUPPRESSED} s WHERE s.field = '{name}' AND s.value = {IDENTIFIER_SQL[name]})"
-        for name in rule_fields if name in GUARDED_IDENTIFIERS
-    ]
-    return " AND ".join(clauses) or "1 = 1"
+# --- 2. match keys -----------------------------------------------------------------------------------------
+
+def _refresh_match_keys(rules: list[MatchRule], touched: _Touched,
+                        duck: duckdb.DuckDBPyConnection) -> tuple[dict, dict | None]:
+    """Write the keys of the touched records; return them as arrays (record_id, rule_id, key_hi, key_lo) and, on
+    a whole-table run (where they are the keys of the whole scope), their groups (see `_key_groups`)."""
+    keys = _match_keys(rules, duck, grouped=touched.everything)
+    groups = {name: keys.pop(name) for name in ("anchor", "holders")} if touched.everything else None
+    if touched.everything:
+        sql.truncate(T_KEY)
+        with sql.indexes_rebuilt(T_KEY):
+            sql.bulk_insert_arrays(T_KEY, keys)
+    else:
+        sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN (SELECT record_id FROM resolve_dirty)")
+        sql.bulk_insert_arrays(T_KEY, keys)
+    sql.analyze_after_bulk_write(T_KEY, len(keys["record_id"]))
+    return keys, groups
 
 
-def _refresh_match_keys(rules: list[MatchRule]) -> None:
-    sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN (SELECT record_id FROM resolve_dirty)")
+def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *, grouped: bool) -> dict[str, np.ndarray]:
+    """Keys of the registered records: per rule whose identifiers are all present and none suppressed, the MD5
+    of the identifiers joined by '|' as two 64-bit halves; `grouped` adds their groups (see `_key_groups`)."""
+    selects, params = [], []
     for rule in rules:
         fields = [f for f in rule.fields if f in IDENTIFIER_SQL]
         if not fields:
             continue
         key_sql = " || '|' || ".join(f"({IDENTIFIER_SQL[f]})" for f in fields)
-        present = " AND ".join(f"({IDENTIFIER_SQL[f]}) IS NOT NULL" for f in fields)
-        sql.execute(
-            f"INSERT INTO {T_KEY} (record_id, rule_id, key) "
-            f"SELECT r.id, %s, {key_sql} FROM {T_RECORD} r JOIN resolve_dirty d ON d.record_id = r.id "
-            f"WHERE {present} AND {_suppression_filter(fields)}",
-            [rule.pk],
-        )
+        guarded = [f for f in fields if f in GUARDED_IDENTIFIERS]
+        conditions = [f"({IDENTIFIER_SQL[f]}) IS NOT NULL" for f in fields] + [
+            f"NOT EXISTS (SELECT 1 FROM suppressed s WHERE s.field = ? AND s.value = {IDENTIFIER_SQL[f]})"
+            for f in guarded
+        ]
+        selects.append(f"SELECT r.id AS record_id, CAST(? AS BIGINT) AS rule_id, {key_sql} AS k FROM records r "
+                       f"WHERE {' AND '.join(conditions)}")
+        params += [rule.pk, *guarded]
+    columns = ["record_id", "rule_id", "key_hi", "key_lo"] + (["anchor", "holders"] if grouped else [])
+    if not selects:
+        return {name: np.empty(0, dtype=np.int64) for name in columns}
+    table = duck.sql(
+        f"SELECT record_id, rule_id, key_hi, key_lo{_KEY_GROUP_COLUMNS if grouped else ''} FROM ("
+        f"SELECT record_id, rule_id, md5_number_upper(k) AS key_hi, md5_number_lower(k) AS key_lo "
+        f"FROM ({' UNION ALL '.join(selects)}) x) k{_KEY_GROUP_WINDOW if grouped else ''}",
+        params=params,
+    ).to_arrow_table()
+    return {name: _int64(table.column(name)) for name in table.column_names}
+
+
+_KEY_GROUP_COLUMNS = ", MIN(record_id) OVER w AS anchor, COUNT(*) OVER w AS holders"
+_KEY_GROUP_WINDOW = " WINDOW w AS (PARTITION BY rule_id, key_hi, key_lo)"
+
+
+def _key_groups(keys: dict[str, np.ndarray], duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """For each key: the smallest record id sharing its (rule, key) (`anchor`), and how many records share it."""
+    duck.register("key_rows", pa.table({**keys, "position": np.arange(len(keys["record_id"]))}))
+    table = duck.sql(
+        f"SELECT position{_KEY_GROUP_COLUMNS} FROM key_rows{_KEY_GROUP_WINDOW} ORDER BY position"
+    ).to_arrow_table()
+    duck.unregister("key_rows")
+    return {"anchor": _int64(table.column("anchor")), "holders": _int64(table.column("holders"))}
 
 
 # --- 3. probabilistic tier ---------------------------------------------------------------------------------
@@ -222,32 +374,47 @@ _PROBABILISTIC_SCHEMA = pa.schema(
     [("record_id", pa.int64()), ("cluster_id", pa.int64()), ("is_candidate", pa.bool_())]
     + [(name, pa.string()) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender")]
 )
+# A record shares no blocking value with any candidate unless it has one of these (probabilistic.py).
+_BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key", "postcode")
 
 
-def _run_probabilistic_tier(report: ResolutionReport, *, full: bool, train: bool | None) -> None:
+def _run_probabilistic_tier(report: ResolutionReport, touched: _Touched, records: pa.Table, keys: dict,
+                            groups: dict | None, *, full: bool, train: bool | None) -> None:
     # Links scored for a record whose content changed are stale: it is scored again below.
     sql.execute(
-        f"DELETE FROM {T_LINK} WHERE kind = 'probabilistic' AND (record_a_id IN (SELECT record_id FROM resolve_dirty) "
-        f"OR record_b_id IN (SELECT record_id FROM resolve_dirty))"
+        f"DELETE FROM {T_LINK} WHERE kind = 'probabilistic' AND ({touched.where('record_a_id')} "
+        f"OR {touched.where('record_b_id')})"
     )
-    sql.create_temp_table("resolve_candidates", "record_id BIGINT PRIMARY KEY")
-    sql.execute(
-        f"INSERT INTO resolve_candidates (record_id) SELECT d.record_id FROM resolve_dirty d "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {T_KEY} a JOIN {T_KEY} b ON b.rule_id = a.rule_id AND b.key = a.key "
-        f"AND b.record_id <> a.record_id WHERE a.record_id = d.record_id) "
-        f"AND NOT EXISTS (SELECT 1 FROM {T_LINK} l WHERE l.kind = 'manual' "
-        f"AND (l.record_a_id = d.record_id OR l.record_b_id = d.record_id))"
-    )
-    sql.analyze("resolve_candidates")
-    report.probabilistic_candidates = sql.fetch_all("SELECT COUNT(*) FROM resolve_candidates")[0][0]
-    if report.probabilistic_candidates == 0:
-        sql.drop_temp_table("resolve_candidates")
-        return
-    universe = _probabilistic_universe(everything=full)
-    model = _probabilistic_model(universe, train=full if train is None else train)
-    if model is None:
-        sql.drop_temp_table("resolve_candidates")
-        return
+    if touched.everything:
+        # Candidates: records no key links to another record, and no reviewer link either.
+        manual = sql.fetch_int64_columns(
+            f"SELECT record_a_id AS a, record_b_id AS b FROM {T_LINK} WHERE kind = 'manual'")
+        linked = np.union1d(np.unique(keys["record_id"][groups["holders"] > 1]), np.union1d(manual["a"], manual["b"]))
+        ids = _int64(records.column("id"))
+        candidates = ids[~np.isin(ids, linked)]
+    else:
+        sql.create_temp_table("resolve_candidates", "record_id BIGINT PRIMARY KEY")
+        sql.execute(
+            f"INSERT INTO resolve_candidates (record_id) SELECT d.record_id FROM resolve_dirty d "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {T_KEY} a JOIN {T_KEY} b ON b.key_hi = a.key_hi "
+            f"AND b.key_lo = a.key_lo AND b.rule_id = a.rule_id AND b.record_id <> a.record_id "
+            f"WHERE a.record_id = d.record_id) "
+            f"AND NOT EXISTS (SELECT 1 FROM {T_LINK} l WHERE l.kind = 'manual' "
+            f"AND (l.record_a_id = d.record_id OR l.record_b_id = d.record_id))"
+        )
+        sql.analyze("resolve_candidates")
+        candidates = sql.fetch_int64_columns("SELECT record_id FROM resolve_candidates")["record_id"]
+    report.probabilistic_candidates = len(candidates)
+    if len(candidates):
+        universe = (_universe_of_fetched(records, candidates, everything=full) if touched.everything
+                    else _probabilistic_universe(everything=full))
+        model = _probabilistic_model(universe, train=full if train is None else train)
+        if model is not None:
+            _link_probabilistic_pairs(report, model, universe)
+    sql.drop_temp_table("resolve_candidates")
+
+
+def _link_probabilistic_pairs(report: ResolutionReport, model: ProbabilisticModel, universe: pa.Table) -> None:
     links = probabilistic.score_pairs(
         model.parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW
     )
@@ -269,15 +436,32 @@ def _run_probabilistic_tier(report: ResolutionReport, *, full: bool, train: bool
     PossibleDuplicate.objects.bulk_create(to_review, batch_size=5000, ignore_conflicts=True)
     report.probabilistic_links = len(to_link)
     report.possible_duplicates = len(to_review)
-    sql.drop_temp_table("resolve_candidates")
+
+
+def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everything: bool) -> pa.Table:
+    """`_probabilistic_universe` over records already fetched: candidates and every record sharing a blocking
+    value with one (all records with `everything`), in id order."""
+    is_candidate = pc.is_in(records.column("id"), value_set=pa.array(candidates))
+    if not everything:
+        of_candidates = records.filter(is_candidate)
+        keep = is_candidate
+        for col in _BLOCKING_COLUMNS:
+            values = pc.unique(of_candidates.column(col)).drop_null()
+            keep = pc.or_(keep, pc.is_in(records.column(col), value_set=values))
+        records, is_candidate = records.filter(keep), is_candidate.filter(keep)
+    cluster = pc.coalesce(records.column("profile_id"), pc.negate(records.column("id")))
+    return pa.Table.from_arrays(
+        [records.column("id"), cluster, is_candidate,
+         *(records.column(name) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender"))],
+        schema=_PROBABILISTIC_SCHEMA,
+    )
 
 
 def _probabilistic_universe(*, everything: bool) -> pa.Table:
     """Candidates and every record that could be compared with one (shares a blocking value with it)."""
-    blocking = ("birth_date", "phone", "email", "name_key", "postcode")
     where = "1 = 1" if everything else "r.id IN (SELECT record_id FROM resolve_candidates) OR " + " OR ".join(
         f"r.{col} IN (SELECT c.{col} FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
-        for col in blocking
+        for col in _BLOCKING_COLUMNS
     )
     return sql.fetch_arrow(
         f"SELECT r.id, COALESCE(r.profile_id, -r.id), "
@@ -305,21 +489,16 @@ def _probabilistic_model(universe: pa.Table, *, train: bool) -> ProbabilisticMod
 
 # --- 4. scope ----------------------------------------------------------------------------------------------
 
-def _build_scope(suppressed_records: list[int]) -> None:
-    if sql.fetch_all(f"SELECT NOT EXISTS (SELECT 1 FROM {T_RECORD} WHERE NOT needs_resolution)")[0][0]:
-        # Every record is touched (a first load, or --full): the scope is the whole table, no neighbours to find.
-        sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
-        sql.execute(f"INSERT INTO resolve_scope (record_id, profile_id) SELECT id, profile_id FROM {T_RECORD}")
-        sql.analyze("resolve_scope")
-        return
+def _build_scope(suppressed_records: np.ndarray) -> pa.Table:
+    """The records of a delta's scope (see the module docstring), listed in resolve_scope and returned."""
     sql.create_temp_table("resolve_seed", "record_id BIGINT PRIMARY KEY")
     sql.execute("INSERT INTO resolve_seed (record_id) SELECT record_id FROM resolve_dirty")
     # Records sharing a key or a link with a touched record, and those holding a newly suppressed value.
     sql.create_temp_table("resolve_seed_new", "record_id BIGINT")
-    sql.bulk_insert("resolve_seed_new", ("record_id",), [(r,) for r in suppressed_records])
+    sql.bulk_insert_arrays("resolve_seed_new", {"record_id": suppressed_records})
     neighbours = (
         f"SELECT b.record_id AS record_id FROM {T_KEY} a JOIN resolve_dirty d ON d.record_id = a.record_id "
-        f"JOIN {T_KEY} b ON b.rule_id = a.rule_id AND b.key = a.key",
+        f"JOIN {T_KEY} b ON b.key_hi = a.key_hi AND b.key_lo = a.key_lo AND b.rule_id = a.rule_id",
         f"SELECT l.record_b_id AS record_id FROM {T_LINK} l JOIN resolve_dirty d ON d.record_id = l.record_a_id",
         f"SELECT l.record_a_id AS record_id FROM {T_LINK} l JOIN resolve_dirty d ON d.record_id = l.record_b_id",
         "SELECT record_id FROM resolve_seed_new",
@@ -331,91 +510,117 @@ def _build_scope(suppressed_records: list[int]) -> None:
         )
     sql.drop_temp_table("resolve_seed_new")
     sql.analyze("resolve_seed")
-    sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
+    sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY")
     sql.execute(
-        f"INSERT INTO resolve_scope (record_id, profile_id) SELECT r.id, r.profile_id FROM {T_RECORD} r "
+        f"INSERT INTO resolve_scope (record_id) SELECT r.id FROM {T_RECORD} r "
         f"WHERE r.id IN (SELECT record_id FROM resolve_seed) OR r.profile_id IN "
         f"(SELECT r2.profile_id FROM {T_RECORD} r2 JOIN resolve_seed s ON s.record_id = r2.id "
         f"WHERE r2.profile_id IS NOT NULL)"
     )
     sql.drop_temp_table("resolve_seed")
     sql.analyze("resolve_scope")
+    return _fetch_records("r.id IN (SELECT record_id FROM resolve_scope)")
 
 
 # --- 5. clustering -----------------------------------------------------------------------------------------
 
-def _scope_edges() -> dict[str, np.ndarray]:
-    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links."""
-    return sql.fetch_columns(
-        f"SELECT k.record_id AS a, k.anchor AS b, k.rank AS rank FROM ("
-        f"  SELECT mk.record_id, MIN(mk.record_id) OVER (PARTITION BY mk.rule_id, mk.key) AS anchor, ru.priority AS rank"
-        f"  FROM {T_KEY} mk JOIN resolve_scope s ON s.record_id = mk.record_id JOIN {T_RULE} ru ON ru.id = mk.rule_id"
-        f") k WHERE k.record_id <> k.anchor "
-        f"UNION ALL "
-        f"SELECT l.record_a_id, l.record_b_id, CASE WHEN l.kind = 'manual' THEN {MANUAL_LINK_RANK} "
-        f"ELSE {PROBABILISTIC_LINK_RANK} + CAST((1 - COALESCE(l.probability, 1)) * 1000 AS INTEGER) END "
-        f"FROM {T_LINK} l JOIN resolve_scope sa ON sa.record_id = l.record_a_id "
-        f"JOIN resolve_scope sb ON sb.record_id = l.record_b_id"
+def _scope_keys() -> dict[str, np.ndarray]:
+    """The stored keys of a delta's scope records (a rule made inactive keeps its keys until a full run)."""
+    return sql.fetch_int64_columns(
+        f"SELECT k.record_id, k.rule_id, k.key_hi, k.key_lo FROM {T_KEY} k "
+        f"JOIN resolve_scope s ON s.record_id = k.record_id JOIN {T_RULE} ru ON ru.id = k.rule_id"
     )
 
 
-def _cluster_scope(report: ResolutionReport) -> tuple[np.ndarray, np.ndarray]:
-    """Return scope record ids (sorted) and a cluster label for each, honouring every constraint."""
-    record_ids = sql.fetch_columns("SELECT record_id FROM resolve_scope ORDER BY record_id")["record_id"]
+def _scope_edges(touched: _Touched, keys: dict, groups: dict) -> dict[str, np.ndarray]:
+    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links; ordered by rank,
+    then by record ids, so that the constrained clustering is repeatable."""
+    rules = sql.fetch_int64_columns(f"SELECT id, priority FROM {T_RULE}")
+    priority_of = np.zeros(int(rules["id"].max(initial=0)) + 1, dtype=np.int64)
+    priority_of[rules["id"]] = rules["priority"]
+    star = keys["record_id"] != groups["anchor"]
+    anchor = groups["anchor"][star]
+    key_rank = priority_of[keys["rule_id"][star]]
+    in_scope = "1 = 1" if touched.everything else (
+        "l.record_a_id IN (SELECT record_id FROM resolve_scope) AND l.record_b_id IN (SELECT record_id FROM resolve_scope)")
+    links = sql.fetch_int64_columns(
+        f"SELECT l.record_a_id AS a, l.record_b_id AS b, CASE WHEN l.kind = 'manual' THEN {MANUAL_LINK_RANK} "
+        f"ELSE {PROBABILISTIC_LINK_RANK} + CAST((1 - COALESCE(l.probability, 1)) * 1000 AS INTEGER) END AS rank "
+        f"FROM {T_LINK} l WHERE {in_scope}"
+    )
+    a = np.concatenate([keys["record_id"][star], links["a"]])
+    b = np.concatenate([anchor, links["b"]])
+    rank = np.concatenate([key_rank, links["rank"]])
+    order = np.lexsort((b, a, rank))
+    return {"a": a[order], "b": b[order], "rank": rank[order]}
+
+
+def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict,
+                   groups: dict) -> np.ndarray:
+    """A cluster label for each scope record (in id order), honouring every constraint."""
+    record_ids = _int64(scope.column("id"))
     n = len(record_ids)
-    edges = _scope_edges()
+    edges = _scope_edges(touched, keys, groups)
     a = np.searchsorted(record_ids, edges["a"])
     b = np.searchsorted(record_ids, edges["b"])
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
 
-    id_of = {
-        rid: (id_type, id_hash) for rid, id_type, id_hash in sql.fetch_all(
-            f"SELECT r.id, r.id_type, r.id_number_hash FROM {T_RECORD} r "
-            f"JOIN resolve_scope s ON s.record_id = r.id WHERE r.id_valid"
-        )
-    }
-    dnl = sql.fetch_columns(
-        f"SELECT d.record_a_id AS a, d.record_b_id AS b FROM {T_DNL} d "
-        f"JOIN resolve_scope sa ON sa.record_id = d.record_a_id JOIN resolve_scope sb ON sb.record_id = d.record_b_id"
-    )
-    dnl_pairs = [(int(x), int(y)) for x, y in zip(dnl["a"], dnl["b"])]
+    # Valid id numbers as integer codes: (position in scope, id type, id number).
+    valid = scope.column("id_valid").to_numpy(zero_copy_only=False)
+    valid_at = np.flatnonzero(valid)
+    valid_ids = scope.filter(pa.array(valid))
+    id_type = _codes(valid_ids.column("id_type"))
+    id_hash = _codes(valid_ids.column("id_number_hash"))
+    in_scope = "1 = 1" if touched.everything else (
+        "d.record_a_id IN (SELECT record_id FROM resolve_scope) AND d.record_b_id IN (SELECT record_id FROM resolve_scope)")
+    dnl = sql.fetch_int64_columns(f"SELECT d.record_a_id AS a, d.record_b_id AS b FROM {T_DNL} d WHERE {in_scope}")
+    dnl_pairs = (np.searchsorted(record_ids, dnl["a"]), np.searchsorted(record_ids, dnl["b"]))
 
-    conflicted = _conflicted_labels(labels, record_ids, id_of, dnl_pairs)
+    conflicted = _conflicted_labels(labels, dnl_pairs, valid_at, id_type, id_hash)
     report.constrained_clusters = len(conflicted)
-    if conflicted:
-        labels = _split_conflicted(labels, record_ids, edges, conflicted, id_of, dnl_pairs)
-    return record_ids, labels
+    if len(conflicted):
+        labels = _split_conflicted(labels, edges, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs)
+    return labels
 
 
-def _conflicted_labels(labels, record_ids, id_of, dnl_pairs) -> set[int]:
-    conflicted = set(np.flatnonzero(np.bincount(labels) > settings.CDP_MAX_CLUSTER_SIZE).tolist())
-    index = {int(rid): i for i, rid in enumerate(record_ids)} if (id_of or dnl_pairs) else {}
-    for x, y in dnl_pairs:
-        if labels[index[x]] == labels[index[y]]:
-            conflicted.add(int(labels[index[x]]))
-    seen: dict[tuple[int, int], str] = {}
-    for rid, (id_type, id_hash) in id_of.items():
-        key = (int(labels[index[rid]]), id_type)
-        if seen.setdefault(key, id_hash) != id_hash:
-            conflicted.add(key[0])
-    return conflicted
+def _codes(column: pa.ChunkedArray) -> np.ndarray:
+    """Integer codes of a string column's values (equal values, equal codes; null is -1)."""
+    indices = pc.dictionary_encode(column.combine_chunks()).indices
+    return pc.fill_null(indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _split_conflicted(labels, record_ids, edges, conflicted, id_of, dnl_pairs) -> np.ndarray:
-    """Greedy constrained union-find over the conflicted components: strongest links first."""
+def _conflicted_labels(labels: np.ndarray, dnl_pairs: tuple, valid_at: np.ndarray, id_type: np.ndarray,
+                       id_hash: np.ndarray) -> np.ndarray:
+    """Labels of the clusters that are too large, hold a do-not-link pair or two valid id numbers of one type."""
+    too_large = np.flatnonzero(np.bincount(labels) > settings.CDP_MAX_CLUSTER_SIZE)
+    x, y = dnl_pairs
+    apart = labels[x][labels[x] == labels[y]]
+    ids = np.unique(np.stack([labels[valid_at], id_type, id_hash]), axis=1)
+    # After np.unique, a (label, type) that repeats has two different numbers.
+    label_type = ids[:2]
+    repeated = np.flatnonzero(np.all(label_type[:, 1:] == label_type[:, :-1], axis=0))
+    return np.unique(np.concatenate([too_large, apart, ids[0][repeated]]))
+
+
+def _split_conflicted(labels, edges, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs) -> np.ndarray:
+    """Greedy constrained union-find over the conflicted components: strongest links first (edges are ordered).
+    Works on scope positions."""
     labels = labels.copy()
-    in_conflict = np.isin(labels, list(conflicted))
-    members = record_ids[in_conflict]
+    in_conflict = np.isin(labels, conflicted)
+    members = np.flatnonzero(in_conflict)
     member_set = set(members.tolist())
-    parent = {int(r): int(r) for r in members}
+    parent = {int(p): int(p) for p in members}
     size = dict.fromkeys(parent, 1)
-    ids = {r: {id_of[r][0]: id_of[r][1]} if r in id_of else {} for r in parent}
-    forbidden: dict[int, set[int]] = defaultdict(set)
-    for x, y in dnl_pairs:
+    ids = {p: {} for p in parent}
+    for p, t, h in zip(valid_at.tolist(), id_type.tolist(), id_hash.tolist()):
+        if p in ids:
+            ids[p][t] = h
+    forbidden: dict[int, set[int]] = {}
+    for x, y in zip(*(side.tolist() for side in dnl_pairs)):
         if x in member_set:
-            forbidden[x].add(y)
-            forbidden[y].add(x)
+            forbidden.setdefault(x, set()).add(y)
+            forbidden.setdefault(y, set()).add(x)
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -423,28 +628,25 @@ def _split_conflicted(labels, record_ids, edges, conflicted, id_of, dnl_pairs) -
             x = parent[x]
         return x
 
-    order = np.argsort(edges["rank"], kind="stable")
-    for i in order:
-        x, y = int(edges["a"][i]), int(edges["b"][i])
-        if x not in member_set or y not in member_set:
-            continue
+    inside = in_conflict[a] & in_conflict[b]
+    for x, y in zip(a[inside].tolist(), b[inside].tolist()):
         rx, ry = find(x), find(y)
         if rx == ry or size[rx] + size[ry] > settings.CDP_MAX_CLUSTER_SIZE:
             continue
         if any(t in ids[ry] and ids[ry][t] != h for t, h in ids[rx].items()):
             continue
-        if any(find(other) == ry for other in forbidden[rx]):
+        if any(find(other) == ry for other in forbidden.get(rx, ())):
             continue
         if size[rx] < size[ry]:
             rx, ry = ry, rx
         parent[ry] = rx
         size[rx] += size[ry]
         ids[rx].update(ids.pop(ry))
-        forbidden[rx] |= forbidden.pop(ry, set())
+        forbidden[rx] = forbidden.get(rx, set()) | forbidden.pop(ry, set())
     next_label = int(labels.max()) + 1
     root_label: dict[int, int] = {}
-    for pos in np.flatnonzero(in_conflict):
-        root = find(int(record_ids[pos]))
+    for pos in members.tolist():
+        root = find(pos)
         if root not in root_label:
             root_label[root] = next_label
             next_label += 1
@@ -454,64 +656,58 @@ def _split_conflicted(labels, record_ids, edges, conflicted, id_of, dnl_pairs) -
 
 # --- 6. clusters -> profiles -------------------------------------------------------------------------------
 
-def _assign_profiles(report: ResolutionReport, record_ids: np.ndarray, labels: np.ndarray) -> None:
-    scope = sql.fetch_columns(
-        "SELECT s.record_id, COALESCE(s.profile_id, 0) AS profile_id, "
-        "CASE WHEN d.record_id IS NULL THEN 0 ELSE 1 END AS dirty "
-        "FROM resolve_scope s LEFT JOIN resolve_dirty d ON d.record_id = s.record_id ORDER BY s.record_id"
-    )
-    current = scope["profile_id"]
+def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray) -> np.ndarray:
+    """Pick each cluster's profile (allocating new ones), move records and merge absorbed profiles; return the
+    profile of each scope record. New profiles are listed in resolve_new_profiles and written by survivorship."""
+    record_ids = _int64(scope.column("id"))
+    current = _int64(pc.fill_null(scope.column("profile_id"), 0))
     # Count records per (cluster, current profile); a cluster keeps the profile that holds most of its records.
     has_profile = current > 0
     pairs, counts = np.unique(np.stack([labels[has_profile], current[has_profile]]), axis=1, return_counts=True)
     order = np.lexsort((pairs[1], -counts))
-    cluster_profile: dict[int, int] = {}
+    cluster_profile = np.zeros(int(labels.max()) + 1, dtype=np.int64)
     taken: set[int] = set()
-    for i in order:
-        cluster, profile = int(pairs[0][i]), int(pairs[1][i])
-        if cluster not in cluster_profile and profile not in taken:
+    for cluster, profile in zip(pairs[0][order].tolist(), pairs[1][order].tolist()):
+        if cluster_profile[cluster] == 0 and profile not in taken:
             cluster_profile[cluster] = profile
             taken.add(profile)
     clusters = np.unique(labels)
-    new_clusters = [int(c) for c in clusters if int(c) not in cluster_profile]
-    new_ids = sql.allocate_ids(CustomerProfile, len(new_clusters))
-    now = sql.adapt_now()
-    sql.bulk_insert(
-        T_PROFILE,
-        ("id", "public_id", "status", "record_count", "created_at", "updated_at"),
-        ((pid, CustomerProfile.new_public_id(), "active", 0, now, now) for pid in new_ids),
-    )
-    cluster_profile.update(zip(new_clusters, new_ids))
+    new_clusters = clusters[cluster_profile[clusters] == 0]
+    new_ids = sql.allocate_id_array(CustomerProfile, len(new_clusters))
+    cluster_profile[new_clusters] = new_ids
     report.profiles_created = len(new_ids)
+    sql.create_temp_table("resolve_new_profiles", "profile_id BIGINT PRIMARY KEY, public_id VARCHAR(26)")
+    sql.bulk_insert_arrays("resolve_new_profiles", {
+        "profile_id": new_ids, "public_id": np.array(CustomerProfile.new_public_ids(len(new_ids)), dtype="S17"),
+    })
 
     # A profile that keeps no cluster is absorbed by the cluster holding most of its former records.
     absorbed: dict[int, int] = {}
-    for i in order:
-        cluster, profile = int(pairs[0][i]), int(pairs[1][i])
+    for cluster, profile in zip(pairs[0][order].tolist(), pairs[1][order].tolist()):
         if profile not in taken and profile not in absorbed:
-            absorbed[profile] = cluster_profile[cluster]
+            absorbed[profile] = int(cluster_profile[cluster])
     report.profiles_merged = len(absorbed)
-    target = np.array([cluster_profile[int(c)] for c in labels], dtype=np.int64)
+    target = cluster_profile[labels]
 
     sql.create_temp_table("resolve_assignment", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
-    # Records that move, and every touched record (to clear its flag): one pass over the table, not two.
-    written = (target != current) | (scope["dirty"] == 1)
-    sql.bulk_insert("resolve_assignment", ("record_id", "profile_id"),
-                    zip(record_ids[written].tolist(), target[written].tolist()))
+    # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
+    written = (target != current) | scope.column("needs_resolution").to_numpy()
+    sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
     sql.analyze("resolve_assignment")
     moved = sql.execute(
         f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
         f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
     )
     sql.analyze_after_bulk_write(T_RECORD, moved)
-    sql.analyze_after_bulk_write(T_PROFILE, len(new_ids))
     sql.drop_temp_table("resolve_assignment")
     if absorbed:
-        _absorb_profiles(absorbed, now)
-    sql.create_temp_table("resolve_profiles", "profile_id BIGINT PRIMARY KEY")
-    sql.bulk_insert("resolve_profiles", ("profile_id",), ((p,) for p in sorted(set(cluster_profile.values()))))
+        _absorb_profiles(absorbed, sql.adapt_now())
+    profiles, record_counts = np.unique(target, return_counts=True)
+    sql.create_temp_table("resolve_profiles", "profile_id BIGINT PRIMARY KEY, record_count BIGINT")
+    sql.bulk_insert_arrays("resolve_profiles", {"profile_id": profiles, "record_count": record_counts})
     sql.analyze("resolve_profiles")
-    report.profiles_updated = len(cluster_profile) - len(new_ids)
+    report.profiles_updated = len(profiles) - len(new_ids)
+    return target
 
 
 def _absorb_profiles(absorbed: dict[int, int], now) -> None:
@@ -532,52 +728,75 @@ def _absorb_profiles(absorbed: dict[int, int], now) -> None:
 
 # --- 7. survivorship and lineage ---------------------------------------------------------------------------
 
-def _apply_survivorship() -> None:
-    """Per attribute group: source priority, then the most recent non-empty value; record where it came from."""
-    sql.execute(f"DELETE FROM {T_LINEAGE} WHERE profile_id IN (SELECT profile_id FROM resolve_profiles)")
-    ranked = " UNION ALL ".join(
-        f"SELECT r.profile_id, '{group}' AS attribute, r.id AS record_id, r.last_batch_id AS batch_id, "
-        f"ROW_NUMBER() OVER (PARTITION BY r.profile_id ORDER BY "
-        f"{'CASE WHEN r.id_valid THEN 0 ELSE 1 END, ' if group == 'id_number' else ''}"
-        f"s.priority, COALESCE(r.source_updated_at, r.loaded_at) DESC, r.id DESC) AS rn "
-        f"FROM {T_RECORD} r JOIN resolve_profiles p ON p.profile_id = r.profile_id "
-        f"JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {present}"
-        for group, (present, _) in SURVIVORSHIP_GROUPS.items()
-    )
+def _winners(scope: pa.Table, target: np.ndarray) -> np.ndarray:
+    """Per scope record, a bit mask of the survivorship groups it supplies for its profile: per group, among the
+    profile's records with a value, the best source priority, then the latest update, then the highest id (and
+    for the id number, a valid one first)."""
+    record_ids = _int64(scope.column("id"))
+    priority = _int64(scope.column("source_priority"))
+    changed = _int64(scope.column("changed"))
+    present = _int64(scope.column("present"))
+    invalid_id = ~scope.column("id_valid").to_numpy(zero_copy_only=False)
+    by_recency = np.lexsort((-record_ids, -changed, priority, target))
+    by_valid_id = np.lexsort((-record_ids, -changed, priority, invalid_id, target))
+    wins = np.zeros(len(record_ids), dtype=np.int64)
+    for bit, group in enumerate(SURVIVORSHIP_GROUPS):
+        order = by_valid_id if group == "id_number" else by_recency
+        candidates = order[(present[order] & (1 << bit)) != 0]
+        profile = target[candidates]
+        first = np.ones(len(candidates), dtype=bool)
+        first[1:] = profile[1:] != profile[:-1]
+        wins[candidates[first]] |= 1 << bit
+    return wins
+
+
+def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int) -> None:
+    """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
+    wins = _winners(scope, target)
+    winning = wins != 0
+    sql.create_temp_table("resolve_winners", "record_id BIGINT PRIMARY KEY, profile_id BIGINT, wins BIGINT")
+    sql.bulk_insert_arrays("resolve_winners", {
+        "record_id": _int64(scope.column("id"))[winning], "profile_id": target[winning], "wins": wins[winning],
+    })
+    sql.analyze("resolve_winners")
+    # Per group: its golden fields from the winning record, and the lineage columns (that record and its batch).
+    columns = {
+        f: (bit, f"r.{f}") for bit, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()) for f in fields
+    }
+    for bit, group in enumerate(SURVIVORSHIP_GROUPS):
+        columns[f"{group}_record_id"] = (bit, "r.id")
+        columns[f"{group}_batch_id"] = (bit, "r.last_batch_id")
+    profile_columns = list(columns)
+
+    def golden(profiles: str) -> str:
+        # Each group has one winning record per profile, so MAX over the profile's winners picks its values.
+        return "SELECT w.profile_id, " + ", ".join(
+            f"MAX(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
+            for name, (bit, value) in columns.items()
+        ) + (f" FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id "
+             f"WHERE w.profile_id {profiles} GROUP BY w.profile_id")
+
+    now = sql.adapt_now()
+    new = "IN (SELECT profile_id FROM resolve_new_profiles)"
+    # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
+    with sql.indexes_rebuilt(T_PROFILE) if not CustomerProfile.objects.exists() else contextlib.nullcontext():
+        sql.execute(
+            f"INSERT INTO {T_PROFILE} (id, public_id, status, record_count, created_at, updated_at, "
+            f"{', '.join(profile_columns)}) "
+            f"SELECT n.profile_id, n.public_id, 'active', p.record_count, %s, %s, "
+            f"{', '.join(f'g.{f}' for f in profile_columns)} "
+            f"FROM resolve_new_profiles n JOIN resolve_profiles p ON p.profile_id = n.profile_id "
+            f"LEFT JOIN ({golden(new)}) g ON g.profile_id = n.profile_id",
+            [now, now],
+        )
+    if existing_profiles:
+        assignments = ", ".join(f"{f} = g.{f}" for f in profile_columns)
+        sql.execute(
+            f"UPDATE {T_PROFILE} SET {assignments}, record_count = p.record_count, status = 'active', "
+            f"merged_into_id = NULL, merged_at = NULL, updated_at = %s "
+            f"FROM resolve_profiles p LEFT JOIN ({golden('NOT ' + new)}) g ON g.profile_id = p.profile_id "
+            f"WHERE {T_PROFILE}.id = p.profile_id AND p.profile_id NOT {new}",
+            [now],
+        )
+    sql.analyze_after_bulk_write(T_PROFILE, len(target))
     sql.drop_temp_table("resolve_winners")
-    sql.execute(
-        f"CREATE TEMP TABLE resolve_winners AS "
-        f"SELECT profile_id, attribute, record_id, batch_id FROM ({ranked}) x WHERE rn = 1"
-    )
-    sql.execute(
-        f"INSERT INTO {T_LINEAGE} (profile_id, attribute, record_id, batch_id) "
-        f"SELECT profile_id, attribute, record_id, batch_id FROM resolve_winners"
-    )
-    # One row per profile with the winning record of each group, then each record fetched by primary key.
-    pivot = ", ".join(
-        f"MAX(CASE WHEN attribute = '{group}' THEN record_id END) AS w{n}"
-        for n, group in enumerate(SURVIVORSHIP_GROUPS)
-    )
-    joins, columns = [], []
-    for n, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()):
-        joins.append(f"LEFT JOIN {T_RECORD} r{n} ON r{n}.id = w.w{n}")
-        columns += [f"r{n}.{f} AS {f}" for f in fields]
-    golden_fields = [f for _, fields in SURVIVORSHIP_GROUPS.values() for f in fields]
-    sql.drop_temp_table("resolve_golden")
-    sql.execute(
-        f"CREATE TEMP TABLE resolve_golden AS SELECT p.profile_id, {', '.join(columns)}, "
-        f"COALESCE(c.record_count, 0) AS record_count FROM resolve_profiles p "
-        f"LEFT JOIN (SELECT profile_id, {pivot} FROM resolve_winners GROUP BY profile_id) w "
-        f"ON w.profile_id = p.profile_id {' '.join(joins)} "
-        f"LEFT JOIN (SELECT r.profile_id, COUNT(*) AS record_count FROM {T_RECORD} r "
-        f"JOIN resolve_profiles rp ON rp.profile_id = r.profile_id GROUP BY r.profile_id) c "
-        f"ON c.profile_id = p.profile_id"
-    )
-    sql.drop_temp_table("resolve_winners")
-    assignments = ", ".join(f"{f} = g.{f}" for f in golden_fields + ["record_count"])
-    sql.execute(
-        f"UPDATE {T_PROFILE} SET {assignments}, status = 'active', merged_into_id = NULL, merged_at = NULL, "
-        f"updated_at = %s FROM resolve_golden g WHERE {T_PROFILE}.id = g.profile_id",
-        [sql.adapt_now()],
-    )
-    sql.drop_temp_table("resolve_golden")

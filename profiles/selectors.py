@@ -1,11 +1,13 @@
 """Reads on profiles shared by the admin, the API and services."""
+from dataclasses import dataclass
+
 from django.db import connection
 from django.db.models import CharField, DateTimeField, DecimalField, F, Q, QuerySet, Value
 from django.db.models.functions import Cast
 
 from .models import (
-    Account, AttributeLineage, CardTransaction, Consent, CustomerProfile, Holding, ProfileMetrics, RiskAssessment,
-    Source, SourceRecord, Transaction,
+    Account, CardTransaction, Consent, CustomerProfile, FeedBatch, Holding, ProfileMetrics, RiskAssessment, Source,
+    SourceRecord, Transaction,
 )
 from .normalize import is_placeholder, keyed_hash, normalize_email, normalize_id_number, normalize_phone
 
@@ -95,10 +97,27 @@ def profile_source_records(*, profile: CustomerProfile) -> QuerySet:
     return profile.records.select_related("source", "last_batch").order_by("source__priority", "customer_key")
 
 
-def profile_lineage(*, profile: CustomerProfile) -> QuerySet:
-    """Per survivorship group, the record and batch that supplied the golden values."""
-    return (AttributeLineage.objects.filter(profile=profile)
-            .select_related("record__source", "batch").order_by("attribute"))
+@dataclass(frozen=True)
+class AttributeSource:
+    """Where a survivorship group's golden values came from: its attribute (group), the record and the batch."""
+
+    attribute: str
+    record: SourceRecord
+    batch: FeedBatch | None
+
+    @property
+    def batch_id(self) -> int | None:
+        return self.batch.pk if self.batch else None
+
+
+def profile_lineage(*, profile: CustomerProfile) -> list[AttributeSource]:
+    """Per survivorship group with a value, the record and batch that supplied it, by attribute; two queries."""
+    sources = {group: (getattr(profile, f"{group}_record_id"), getattr(profile, f"{group}_batch_id"))
+               for group in CustomerProfile.LINEAGE_GROUPS}
+    records = SourceRecord.objects.select_related("source").in_bulk([r for r, _ in sources.values() if r])
+    batches = FeedBatch.objects.in_bulk([b for _, b in sources.values() if b])
+    return [AttributeSource(attribute=group, record=records[record_id], batch=batches.get(batch_id))
+            for group, (record_id, batch_id) in sorted(sources.items()) if record_id in records]
 
 
 def profile_consents(*, profile: CustomerProfile) -> list[dict]:

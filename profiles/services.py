@@ -64,7 +64,8 @@ def _deterministic_pieces(record_ids: list[int]) -> list[set[int]]:
 
     placeholders = ", ".join(["%s"] * len(record_ids))
     pairs = sql.fetch_all(
-        f"SELECT a.record_id, b.record_id FROM {T_KEY} a JOIN {T_KEY} b ON b.rule_id = a.rule_id AND b.key = a.key "
+        f"SELECT a.record_id, b.record_id FROM {T_KEY} a JOIN {T_KEY} b ON b.key_hi = a.key_hi AND b.key_lo = a.key_lo "
+        f"AND b.rule_id = a.rule_id "
         f"AND b.record_id > a.record_id WHERE a.record_id IN ({placeholders}) AND b.record_id IN ({placeholders})",
         record_ids + record_ids,
     )

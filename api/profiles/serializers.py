@@ -1,7 +1,7 @@
 """Profile serializers. Personal fields are masked unless the context says `read_pii` (see api.masking)."""
 from rest_framework import serializers
 
-from profiles.models import AttributeLineage, Consent, ProfileMetrics, SourceRecord
+from profiles.models import Consent, ProfileMetrics, SourceRecord
 from profiles.resolution import SURVIVORSHIP_GROUPS
 from segments.models import SegmentMember
 from tags.models import TagAssignment
@@ -150,7 +150,9 @@ class ProfileTimelineEventSerializer(serializers.Serializer):
     detail = serializers.CharField(allow_null=True, help_text="Product type, transaction kind, category or level")
 
 
-class ProfileLineageSerializer(serializers.ModelSerializer):
+class ProfileLineageSerializer(serializers.Serializer):
+    """One survivorship group of a profile and where its golden values came from (profiles.selectors.AttributeSource)."""
+
     attribute = serializers.CharField(read_only=True, help_text="Survivorship group: name, gender, birth_date, "
                                                                 "id_number, phone, email, address")
     golden_fields = serializers.SerializerMethodField(help_text="The golden fields the group supplies")
@@ -160,11 +162,6 @@ class ProfileLineageSerializer(serializers.ModelSerializer):
     batch_file_name = serializers.CharField(source="batch.file_name", read_only=True)
     loaded_at = serializers.DateTimeField(source="record.loaded_at", read_only=True)
     source_updated_at = serializers.DateTimeField(source="record.source_updated_at", read_only=True, allow_null=True)
-
-    class Meta:
-        model = AttributeLineage
-        fields = ["attribute", "golden_fields", "source", "customer_key", "batch", "batch_file_name", "loaded_at",
-                  "source_updated_at"]
 
     def get_golden_fields(self, obj) -> list[str]:
         return list(SURVIVORSHIP_GROUPS.get(obj.attribute, ("", ()))[1])

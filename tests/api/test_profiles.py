@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from api.models import AuditRecord
-from profiles.models import AttributeLineage, Consent, CustomerProfile, FeedBatch, ProfileMetrics, Source, SourceRecord
+from profiles.models import Consent, CustomerProfile, FeedBatch, ProfileMetrics, Source, SourceRecord
 from profiles.normalize import keyed_hash
 from segments.models import Segment, SegmentMember
 from tags.models import TagAssignment, TagDefinition
@@ -48,7 +48,7 @@ def zhang():
                    birth_date=dt.date(1980, 1, 1), id_type="CN_RESIDENT", id_number_masked=profile.id_number_masked)
     _record(profile, "card", customer_key="CARD9", full_name="张伟", pan_bin="622202", pan_last4="4321",
             pan_token="tok", attributes={"card_status": "active"})
-    AttributeLineage.objects.create(profile=profile, attribute="name", record=core, batch=core.last_batch)
+    CustomerProfile.objects.filter(pk=profile.pk).update(name_record=core, name_batch=core.last_batch)
     vip = TagDefinition.objects.create(code="vip", name="VIP")
     TagAssignment.objects.create(profile=profile, tag=vip, source="manual", assigned_at=timezone.now())
     seniors = Segment.objects.create(name="Seniors", slug="seniors", current_version=2)

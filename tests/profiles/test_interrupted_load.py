@@ -21,7 +21,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from profiles.models import (
-    AttributeLineage, CustomerProfile, DoNotLink, FeedBatch, MatchKey, PossibleDuplicate, ProbabilisticModel,
+    CustomerProfile, DoNotLink, FeedBatch, MatchKey, PossibleDuplicate, ProbabilisticModel,
     RecordLink, RejectedRow, SourceRecord, SuppressedIdentifier,
 )
 from profiles.sample_data import CORE_FILE, FeedRates, generate_sample_feeds
@@ -96,13 +96,10 @@ def snapshot() -> dict:
         records[key] = tuple(getattr(r, f) for f in record_fields)
         members.setdefault(r.profile_id, set()).add(key)
     assert None not in members, "every record belongs to a profile"
-    lineage: dict[int, dict] = {}
-    for profile_id, attribute, source, customer_key in AttributeLineage.objects.values_list(
-            "profile_id", "attribute", "record__source__code", "record__customer_key"):
-        lineage.setdefault(profile_id, {})[attribute] = (source, customer_key)
+    key_of = {r.pk: (r.source.code, r.customer_key) for r in SourceRecord.objects.select_related("source")}
     profiles = {
         frozenset(members[p.pk]): (tuple(getattr(p, f) for f in CustomerProfile.GOLDEN_FIELDS), p.record_count,
-                                   lineage.get(p.pk))
+                                   {g: key_of.get(getattr(p, f"{g}_record_id")) for g in CustomerProfile.LINEAGE_GROUPS})
         for p in CustomerProfile.objects.filter(status="active")
     }
     assert set().union(*profiles) == set(records), "the active profiles cover exactly the records"
@@ -113,7 +110,7 @@ def clear_loaded_data() -> None:
     """Back to a freshly migrated database: what loads and resolution wrote goes (and, by CASCADE, anything
     that refers to it); configuration that migrations created (sources, match rules ...) stays."""
     written = (FeedBatch, RejectedRow, SourceRecord, CustomerProfile, MatchKey, SuppressedIdentifier, RecordLink,
-               DoNotLink, PossibleDuplicate, AttributeLineage, ProbabilisticModel)
+               DoNotLink, PossibleDuplicate, ProbabilisticModel)
     tables = ", ".join(connection.ops.quote_name(m._meta.db_table) for m in written)
     with connection.cursor() as cur:
         cur.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
@@ -147,7 +144,7 @@ def test_a_killed_load_leaves_no_trace_and_a_rerun_equals_an_uninterrupted_load(
 
     killed = FeedBatch.objects.get()
     assert killed.status == FeedBatch.Status.RUNNING  # never marked succeeded
-    for model in (SourceRecord, RejectedRow, MatchKey, CustomerProfile, AttributeLineage):
+    for model in (SourceRecord, RejectedRow, MatchKey, CustomerProfile):
         assert not model.objects.exists(), f"{model.__name__} rows were kept from a killed load"
 
     run_to_completion(feed)

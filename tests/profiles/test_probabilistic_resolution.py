@@ -75,7 +75,7 @@ def ordered_ids(key_a: str, key_b: str) -> tuple[int, int]:
 
 
 def shared_rule_keys(key_a: str, key_b: str) -> set:
-    keys = lambda key: set(MatchKey.objects.filter(record=record(key)).values_list("rule_id", "key"))  # noqa: E731
+    keys = lambda key: set(MatchKey.objects.filter(record=record(key)).values_list("rule_id", "key_hi", "key_lo"))  # noqa: E731
     return keys(key_a) & keys(key_b)
 
 
