@@ -201,6 +201,52 @@ def test_list_with_read_pii_audits_each_profile_of_the_page(api_client, crowd):
     assert sorted(AuditRecord.objects.values_list("profile_public_id", flat=True)) == sorted(ids)
 
 
+MASKED_ZHANG = {"full_name": "张*", "family_name": "张", "given_name": "*", "birth_date": "1980-**-**",
+                "phone": "139****5634", "email": "z*******@example.com", "address": "北京市朝****"}
+CLEAR_ZHANG = {"full_name": "张伟", "family_name": "张", "given_name": "伟", "birth_date": "1980-01-01",
+               "phone": "+8613912875634", "email": "zhang.wei@example.com", "address": "北京市朝阳区建国路88号"}
+
+
+def _personal(body: dict) -> dict:
+    return {name: body[name] for name in MASKED_ZHANG}
+
+
+def test_list_masks_every_personal_field_without_read_pii(api_client, crowd):
+    results = api_client(scopes=READ).get("/api/v1/profiles/?city=北京市").json()["results"]
+    by_id = {p["id"]: p for p in results}
+    assert _personal(by_id[crowd["zhang"].public_id]) == MASKED_ZHANG
+    wang = by_id[crowd["wang"].public_id]
+    assert (wang["full_name"], wang["birth_date"]) == ("王*", f"{crowd['wang'].birth_date.year}-**-**")
+    assert by_id[crowd["zhang"].public_id]["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+    assert not AuditRecord.objects.exists()
+
+
+def test_list_with_read_pii_returns_clear_values(api_client, crowd):
+    results = api_client(scopes=PII).get("/api/v1/profiles/?city=北京市").json()["results"]
+    by_id = {p["id"]: p for p in results}
+    assert _personal(by_id[crowd["zhang"].public_id]) == CLEAR_ZHANG
+    assert by_id[crowd["wang"].public_id]["birth_date"] == crowd["wang"].birth_date.isoformat()
+    assert by_id[crowd["zhang"].public_id]["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+
+
+def _lookup(client, method: str, query: dict):
+    if method == "post":
+        return client.post("/api/v1/profiles/lookup/", query, format="json")
+    return client.get("/api/v1/profiles/lookup/", query)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_lookup_masks_without_read_pii_and_returns_clear_values_with_it(api_client, zhang, method):
+    masked = _lookup(api_client(scopes=READ), method, {"phone": "13912875634"}).json()
+    assert masked["id"] == zhang.public_id and _personal(masked) == MASKED_ZHANG
+    assert not AuditRecord.objects.exists()
+
+    clear = _lookup(api_client(scopes=PII), method, {"phone": "13912875634"}).json()
+    assert clear["id"] == zhang.public_id and _personal(clear) == CLEAR_ZHANG
+    assert clear["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+    assert AuditRecord.objects.get().profile_public_id == zhang.public_id
+
+
 def test_list_pages_with_a_cursor(api_client, crowd):
     client = api_client(scopes=READ)
     seen, next_url = [], "/api/v1/profiles/?page_size=2"
@@ -336,6 +382,27 @@ def test_tag_add_refuses_unknown_and_non_manual_tags(api_client, zhang):
     assert response.status_code == 400 and response.json()["code"] == "invalid_tag"
     assert client.delete(url(zhang, "tags/seniors-rule/")).json()["code"] == "invalid_tag"
     assert TagAssignment.objects.filter(profile=zhang).count() == 1
+
+
+def test_writes_to_an_absorbed_id_act_on_the_survivor(api_client, zhang, absorbed):
+    client = api_client(scopes=WRITE)
+    TagDefinition.objects.create(code="called-back", name="Called back")
+
+    added = client.post(url(absorbed, "tags/"), {"code": "called-back"}, format="json")
+    removed = client.delete(url(absorbed, "tags/vip/"))
+    consent = client.put(url(absorbed, "consent/email/"), {"granted": True, "source": "branch"}, format="json")
+
+    assert (added.status_code, removed.status_code, consent.status_code) == (201, 204, 200)
+    for response in (added, removed, consent):
+        assert response["X-Resolved-From"] == absorbed.public_id
+        assert response["Content-Location"].endswith(url(zhang))
+    assert list(TagAssignment.objects.filter(profile=zhang).values_list("tag__code", flat=True)) == ["called-back"]
+    assert dict(Consent.objects.filter(profile=zhang).values_list("channel", "granted")) == {"sms": True,
+                                                                                           "email": True}
+    # The absorbed profile keeps nothing of its own: it only ever answers for the survivor.
+    assert not TagAssignment.objects.filter(profile=absorbed).exists()
+    assert not Consent.objects.filter(profile=absorbed).exists()
+    assert [t["code"] for t in client.get(url(absorbed, "tags/")).json()] == ["called-back"]
 
 
 # --- scopes ----------------------------------------------------------------------------------------------------
