@@ -127,29 +127,125 @@ def test_unknown_profile_is_a_json_404(api_client, db):
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
+# --- query counts: a constant number whatever the response holds ---------------------------------------------
+
 def _count_queries(client, path, **extra) -> int:
     with CaptureQueriesContext(connection) as ctx:
-        assert client.get(path, **extra).status_code == 200
+        response = client.get(path, **extra)
+        assert response.status_code == 200, (path, response.content[:300])
     return len(ctx.captured_queries)
 
 
-def test_retrieve_and_lookup_run_a_constant_number_of_queries(api_client, zhang, django_assert_max_num_queries):
-    bare = _profile(full_name="李四", phone="+8613900001111")
-    _record(bare, "core", customer_key="CIF002")
-    # The rich profile gets many more records and tags: the count must not move.
-    for n in range(8):
-        _record(zhang, "wealth", customer_key=f"W{n}")
+def _steady_client(api_client, scopes):
+    client = api_client(scopes=scopes)
+    client.get("/api/schema/")  # the first request of a key records its use: not part of the steady state
+    return client
+
+
+@pytest.fixture
+def small(db):
+    """A profile with one of everything the profile endpoints return."""
+    from tests.profiles.test_metrics import Bank
+    profile = _profile(full_name="李四", phone="+8613900001111", record_count=1)
+    record = _record(profile, "core", customer_key="CIF002", full_name="李四", phone="+8613900001111")
+    AttributeLineage.objects.create(profile=profile, attribute="name", record=record, batch=record.last_batch)
+    tag = TagDefinition.objects.create(code="small", name="small")
+    TagAssignment.objects.create(profile=profile, tag=tag, source="manual", assigned_at=timezone.now())
+    segment = Segment.objects.create(name="Small", slug="small", current_version=1)
+    SegmentMember.objects.create(segment=segment, version=1, profile=profile)
+    ProfileMetrics.objects.create(profile=profile, as_of=timezone.localdate(), computed_at=timezone.now())
+    Consent.objects.create(profile=profile, channel="sms", granted=True, source="core", updated_at=timezone.now())
+    Bank().txn("CIF002", timezone.now() - dt.timedelta(days=1), "-10", "payment")
+    return profile
+
+
+@pytest.fixture
+def large(zhang):
+    """张伟 with many of everything: records in every source, tags, segments (and stale versions of them),
+    lineage of every group, every consent, metrics with their JSON filled, and activity of every kind."""
+    from tests.profiles.test_metrics import Bank
+    bank = Bank()
+    for n in range(6):
+        record = _record(zhang, ("core", "card", "wealth")[n % 3], customer_key=f"L{n}", full_name="张伟",
+                         phone="+8613912875634", email="zhang.wei@example.com", address="北京市朝阳区建国路88号")
+        bank.account(f"L{n}", "savings", "1000", dt.date(2020, 1, n + 1))
+        bank.txn(f"L{n}", timezone.now() - dt.timedelta(days=n + 1), "-10", "payment")
+        bank.card(f"L{n}", timezone.now() - dt.timedelta(days=n + 1), "20")
+        bank.holding(f"L{n}", "fund", "5000")
+        bank.risk(f"L{n}", "C3", dt.date(2026, 1, n + 1))
         tag = TagDefinition.objects.create(code=f"t{n}", name=f"t{n}")
         TagAssignment.objects.create(profile=zhang, tag=tag, source="manual", assigned_at=timezone.now())
-    client = api_client(scopes=PII)
-    client.get("/api/schema/")  # the first request of a key records its use: not part of the steady state
-    counts = set()
-    for path in (url(zhang), url(bare), "/api/v1/profiles/lookup/?source=core&key=CIF001",
+        segment = Segment.objects.create(name=f"S{n}", slug=f"s{n}", current_version=3)
+        SegmentMember.objects.create(segment=segment, version=3, profile=zhang, in_holdout=n % 2 == 0)
+        SegmentMember.objects.create(segment=segment, version=2, profile=zhang)
+    for attribute, record in zip(("gender", "birth_date", "phone", "email", "address"),
+                                 SourceRecord.objects.filter(profile=zhang)):
+        AttributeLineage.objects.create(profile=zhang, attribute=attribute, record=record, batch=record.last_batch)
+    for channel in ("email", "push", "phone"):
+        Consent.objects.create(profile=zhang, channel=channel, granted=False, source="app", updated_at=timezone.now())
+    ProfileMetrics.objects.filter(profile=zhang).update(
+        txn_counts_90d={"payment": 6}, product_types=["fund", "savings"], churn_signals={"activity_drop": 0},
+        next_best_products=["insurance"])
+    CustomerProfile.objects.filter(pk=zhang.pk).update(record_count=SourceRecord.objects.filter(profile=zhang).count())
+    return zhang
+
+
+# The key, the profile (one fixed query, whether it has metrics or not), the audit insert of the clear values.
+DETAIL_QUERIES = 3
+
+
+def test_retrieve_and_lookup_run_a_constant_number_of_queries(api_client, small, large,
+                                                            django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    bare = _profile(full_name="王五", phone="+8613700002222")  # no metrics, no records: the LEFT JOIN finds nothing
+    assert client.get(url(bare)).json()["lifecycle_stage"] is None
+    rich = client.get(url(large)).json()
+    assert (rich["record_count"], rich["lifecycle_stage"], rich["value_tier"]) == (8, "active", "high")
+    for path in (url(large), url(small), url(bare), "/api/v1/profiles/lookup/?source=core&key=CIF001",
                  "/api/v1/profiles/lookup/?source=core&key=CIF002", "/api/v1/profiles/lookup/?phone=13912875634",
-                 "/api/v1/profiles/lookup/?phone=13900001111"):
-        with django_assert_max_num_queries(3):  # the key, the profile, the audit insert
-            counts.add(_count_queries(client, path))
-    assert counts == {3}
+                 "/api/v1/profiles/lookup/?phone=13700002222"):
+        with django_assert_max_num_queries(DETAIL_QUERIES):
+            assert _count_queries(client, path) == DETAIL_QUERIES, path
+
+
+# Queries of each sub-resource: the key and the profile, then what the sub-resource reads (an audit insert for the
+# clear personal values of the source records).
+SUB_RESOURCE_QUERIES = {"source-records/": 4, "tags/": 3, "segments/": 3, "metrics/": 3, "lineage/": 3,
+                        "consent/": 3, "timeline/": 4}
+
+
+@pytest.mark.parametrize("suffix", sorted(SUB_RESOURCE_QUERIES))
+def test_each_sub_resource_runs_a_constant_number_of_queries(api_client, small, large, suffix,
+                                                             django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    few, many = client.get(url(small, suffix)).json(), client.get(url(large, suffix)).json()
+    if isinstance(few, list) and suffix != "consent/":  # consent lists every channel, decided or not
+        assert len(many) >= 3 * len(few) >= 3, (suffix, len(few), len(many))
+    expected = SUB_RESOURCE_QUERIES[suffix]
+    for profile in (small, large):
+        with django_assert_max_num_queries(expected):
+            assert _count_queries(client, url(profile, suffix)) == expected
+
+
+# The key, the page (profiles with their lifecycle stage and value tier in one query), the audit insert.
+LIST_QUERIES = 3
+
+
+def test_list_runs_a_constant_number_of_queries_whatever_the_page_holds(api_client, small, large,
+                                                                       django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    page_of_one = "/api/v1/profiles/?page_size=2&city=北京市"
+    for n in range(30):
+        p = _profile(full_name=f"王{n}", city="上海市", phone=f"+86139000{n:05d}", email=f"w{n}@qq.com")
+        _record(p, "core")
+        ProfileMetrics.objects.create(profile=p, as_of=timezone.localdate(), lifecycle_stage="new", value_tier="low",
+                                      computed_at=timezone.now())
+    full_page = "/api/v1/profiles/?page_size=30&city=上海市"
+    assert len(client.get(page_of_one).json()["results"]) == 1
+    assert len(client.get(full_page).json()["results"]) == 30
+    for path in (page_of_one, full_page):
+        with django_assert_max_num_queries(LIST_QUERIES):
+            assert _count_queries(client, path) == LIST_QUERIES, path
 
 
 # --- list and filters ------------------------------------------------------------------------------------------

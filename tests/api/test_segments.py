@@ -202,3 +202,20 @@ def test_put_replaces_a_segment_and_validates_its_rule(api_client, women):
     women.refresh_from_db()
     assert (women.name, women.rule) == ("Shanghai", SHANGHAI)
 
+
+MEMBERS_QUERIES = 3  # the key, the segment, the page of members with their holdout flag
+
+
+def test_members_run_a_constant_number_of_queries(api_client, women, django_assert_max_num_queries):
+    client = api_client(scopes=READ)
+    client.get("/api/schema/")  # the key's first use is recorded once
+    segment_save(segment=Segment(name="Everyone", slug="everyone", rule={"field": "gender", "op": "is_not_null"},
+                                 holdout_percent=50))
+    CustomerProfile.objects.bulk_create([CustomerProfile(public_id=f"PM{n:04d}", gender="M") for n in range(40)])
+    segment_refresh(segment=Segment.objects.get(slug="everyone"))
+    sizes = {}
+    for slug in ("women", "everyone"):
+        with django_assert_max_num_queries(MEMBERS_QUERIES):
+            response = client.get(f"/api/v1/segments/{slug}/members/", {"page_size": 50})
+        sizes[slug] = len(response.json()["results"])
+    assert sizes == {"women": 2, "everyone": 43}
