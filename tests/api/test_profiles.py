@@ -250,12 +250,28 @@ def test_list_runs_a_constant_number_of_queries_whatever_the_page_holds(api_clie
 
 # --- list and filters ------------------------------------------------------------------------------------------
 
+def _years_ago(day: dt.date, years: int) -> dt.date:
+    """The same day `years` before; 29 February, in a year without one, is the 28th (its birthday is then)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+@pytest.fixture(params=["today", "2028-02-29", "2027-03-01"])
+def today(request, monkeypatch) -> dt.date:
+    """The real date, and the days around a leap day on which ages are easy to get wrong."""
+    if request.param == "today":
+        return timezone.localdate()
+    day = dt.date.fromisoformat(request.param)
+    monkeypatch.setattr(timezone, "localdate", lambda *args, **kwargs: day)
+    return day
+
+
 @pytest.fixture
-def crowd(zhang, absorbed):
-    today = timezone.localdate()
-    li = _profile(full_name="李娜", gender="F", city="上海市", birth_date=today.replace(year=today.year - 30))
-    wang = _profile(full_name="王芳", gender="F", city="北京市", birth_date=today.replace(year=today.year - 61)
-                    + dt.timedelta(days=1))
+def crowd(zhang, absorbed, today):
+    li = _profile(full_name="李娜", gender="F", city="上海市", birth_date=_years_ago(today, 30))
+    wang = _profile(full_name="王芳", gender="F", city="北京市", birth_date=_years_ago(today, 61) + dt.timedelta(days=1))
     ProfileMetrics.objects.create(profile=li, as_of=today, lifecycle_stage="new", value_tier="mid",
                                   computed_at=timezone.now())
     return {"zhang": zhang, "li": li, "wang": wang, "absorbed": absorbed}
@@ -276,7 +292,7 @@ def test_list_returns_live_profiles_masked_and_filters(api_client, crowd):
         "city=北京市": [zhang, wang],
         "gender=F": [li, wang],
         "age_min=40": [zhang, wang],
-        "age_min=61": [],  # 王芳 turns 61 tomorrow: she is 60
+        "age_min=61": [],  # 王芳 turns 61 tomorrow: she is 60 (on 29 February 2028, born 1 March 1967)
         "age_min=60&age_max=60": [wang],
         "age_max=30": [li],
         "age_max=29": [],

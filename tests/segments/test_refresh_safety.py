@@ -23,6 +23,19 @@ def make_segment(slug: str, rule: dict, **fields) -> Segment:
     return segment_save(segment=Segment(name=slug, slug=slug, rule=rule, **fields))
 
 
+def wait_for_advisory_lock_waiters(count: int, timeout: float = 30) -> None:
+    """Until `count` sessions of this database wait for an advisory lock (what the refreshes take first)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cur:
+        while True:
+            cur.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())")
+            if cur.fetchone()[0] >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} refreshes reached the lock"
+            time.sleep(0.02)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer and one worker")
 def test_two_concurrent_refreshes_of_one_segment_serialise(people):
@@ -41,8 +54,9 @@ def test_two_concurrent_refreshes_of_one_segment_serialise(people):
     threads = [threading.Thread(target=refresh) for _ in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    assert Segment.objects.get(pk=segment.pk).current_version == 0  # both wait
+    wait_for_advisory_lock_waiters(2)  # both refreshes queue behind the lock
+    assert Segment.objects.get(pk=segment.pk).current_version == 0
+    assert all(thread.is_alive() for thread in threads)
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_unlock(%s)", [key])
     for thread in threads:
