@@ -122,8 +122,9 @@ def segment_refresh(*, segment: Segment, job: RefreshJob | None = None, trigger:
                                                      error_count=F("error_count") + 1)
         _finish_job(job, RefreshJob.Status.FAILED, started, error=repr(exc)[:2000])
         raise
+    # error="": a retried job that failed an earlier attempt ends without that attempt's error.
     return _finish_job(job, RefreshJob.Status.SUCCEEDED, started, version=new, entered=entered, exited=exited,
-                       member_count=members)
+                       member_count=members, error="")
 
 
 @transaction.atomic
