@@ -134,17 +134,25 @@ def _reject_duplicates(spec: ActivityKind, state: _Staged) -> None:
                                dict(zip(shown, map(str, key_values)))))
 
 
-def _count_and_upsert(spec: ActivityKind) -> tuple[int, int, int]:
+def _count_and_upsert(spec: ActivityKind, state: _Staged) -> tuple[int, int, int]:
     """Write the created and changed staged rows; (created, updated, unchanged)."""
     table = sql.quote(spec.model._meta.db_table)
     key = spec.key
     columns = _stage_columns(spec)
     cols = ", ".join(sql.quote(c) for c in columns)
     updates = ", ".join(f"{sql.quote(c)} = excluded.{sql.quote(c)}" for c in columns if c not in key)
+    changed = f"{table}.row_digest <> excluded.row_digest"
+    match = " AND ".join(f"t.{sql.quote(c)} = s.{sql.quote(c)}" for c in key)
+    if spec.snapshot_date:
+        snapshot = sql.quote(spec.snapshot_date)
+        changed += f" AND excluded.{snapshot} >= {table}.{snapshot}"
+        stale = sql.fetch_all(f"SELECT COUNT(*) FROM activity_stage s JOIN {table} t ON {match} "
+                              f"WHERE s.{snapshot} < t.{snapshot}")[0][0]
+        if stale:
+            state.warnings["older_snapshot_ignored"] += stale
     # WHERE 1 = 1 keeps SQLite from reading ON CONFLICT as a join clause of the SELECT.
     upsert = (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM activity_stage WHERE 1 = 1 "
-              f"ON CONFLICT ({', '.join(sql.quote(c) for c in key)}) DO UPDATE SET {updates} "
-              f"WHERE {table}.row_digest <> excluded.row_digest")
+              f"ON CONFLICT ({', '.join(sql.quote(c) for c in key)}) DO UPDATE SET {updates} WHERE {changed}")
     staged = sql.fetch_all("SELECT COUNT(*) FROM activity_stage")[0][0]
     if sql.is_postgres():
         # One pass: a row the upsert inserted has no deleting transaction (xmax 0), one it updated has.
@@ -152,10 +160,10 @@ def _count_and_upsert(spec: ActivityKind) -> tuple[int, int, int]:
             f"WITH w AS ({upsert} RETURNING (xmax = 0) AS inserted) "
             f"SELECT COUNT(*) FILTER (WHERE inserted), COUNT(*) FROM w")[0]
         return int(created), int(written - created), int(staged - written)
-    match = " AND ".join(f"t.{sql.quote(c)} = s.{sql.quote(c)}" for c in key)
+    stale_guard = f" AND s.{sql.quote(spec.snapshot_date)} >= t.{sql.quote(spec.snapshot_date)}" if spec.snapshot_date else ""
     created, updated = sql.fetch_all(
         f"SELECT COALESCE(SUM(CASE WHEN t.row_digest IS NULL THEN 1 ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN t.row_digest <> s.row_digest THEN 1 ELSE 0 END), 0) "
+        f"COALESCE(SUM(CASE WHEN t.row_digest <> s.row_digest{stale_guard} THEN 1 ELSE 0 END), 0) "
         f"FROM activity_stage s LEFT JOIN {table} t ON {match}"
     )[0]
     sql.execute(upsert)
@@ -228,7 +236,7 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
                                     known_currencies=known_currencies, progress=progress)
                 sql.analyze("activity_stage")
                 _reject_duplicates(spec, state)
-                created, updated, unchanged = _count_and_upsert(spec)
+                created, updated, unchanged = _count_and_upsert(spec, state)
                 sql.drop_temp_table("activity_stage")
                 RejectedRow.objects.bulk_create(
                     [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],

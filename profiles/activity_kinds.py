@@ -180,6 +180,8 @@ class ActivityKind:
     parse: Callable[[dict], tuple]
     required: tuple[str, ...]  # columns the header must have
     per_customer: bool = True
+    # A snapshot kind's row is the state as of this date: an older one, sent late, never replaces a newer one.
+    snapshot_date: str | None = None
 
 
 KINDS: dict[str, ActivityKind] = {
@@ -187,6 +189,7 @@ KINDS: dict[str, ActivityKind] = {
         Account, ("account_key", "product_type", "currency", "balance", "opened_at", "closed_at", "status", "as_of"),
         ("source_id", "account_key"), parse_account,
         ("account_key", "product_type", "currency", "balance", "opened_at", "status", "as_of"),
+        snapshot_date="as_of",
     ),
     "transactions": ActivityKind(
         Transaction, ("txn_key", "account_key", "occurred_at", "amount", "currency", "kind", "channel",
@@ -201,6 +204,7 @@ KINDS: dict[str, ActivityKind] = {
     "holdings": ActivityKind(
         Holding, ("holding_key", "product_code", "product_type", "market_value", "currency", "as_of"),
         ("source_id", "holding_key"), parse_holding, ("holding_key", "product_code", "product_type", "market_value", "currency", "as_of"),
+        snapshot_date="as_of",
     ),
     "risk_assessments": ActivityKind(
         RiskAssessment, ("risk_level", "assessed_at", "expires_at"), ("source_id", "customer_key", "assessed_at"), parse_risk_assessment,

@@ -116,14 +116,17 @@ def segment_refresh(*, segment: Segment, job: RefreshJob | None = None, trigger:
             entered, exited = _switch(segment, old=old, new=new, members=members, job=job, at=ctx.now)
             SegmentMember.objects.filter(segment=segment, version=old).delete()
     except StaleRefresh:
+        # The newer result stands; this run is no longer pending (its rows go with the next run's cleanup).
+        Segment.objects.filter(pk=segment.pk, pending_version=new).update(pending_version=None, is_calculating=False)
         return _finish_job(job, RefreshJob.Status.SKIPPED, started, error="a newer result was already switched in")
     except Exception as exc:
         Segment.objects.filter(pk=segment.pk).update(is_calculating=False, last_error=repr(exc)[:2000],
                                                      error_count=F("error_count") + 1)
         _finish_job(job, RefreshJob.Status.FAILED, started, error=repr(exc)[:2000])
         raise
+    # error="": a retried job that failed an earlier attempt ends without that attempt's error.
     return _finish_job(job, RefreshJob.Status.SUCCEEDED, started, version=new, entered=entered, exited=exited,
-                       member_count=members)
+                       member_count=members, error="")
 
 
 @transaction.atomic

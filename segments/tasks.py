@@ -1,6 +1,6 @@
 """Celery tasks of the segment engine: thin wrappers that load rows by id and call one service."""
 from celery import shared_task
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from tags.models import TagDefinition
 from tags.services import system_tags_sync
@@ -13,12 +13,28 @@ TRANSIENT = (OperationalError, InterfaceError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 600, "max_retries": 5}
 
 
-@shared_task(**RETRY)
-def segment_refresh_task(segment_id: int, job_id: int | None = None, trigger: str = "task") -> dict:
+@shared_task(bind=True, **RETRY)
+def segment_refresh_task(self, segment_id: int, job_id: int | None = None, trigger: str = "task") -> dict:
     segment = Segment.objects.get(pk=segment_id)
     job = RefreshJob.objects.get(pk=job_id) if job_id else None
-    job = segment_refresh(segment=segment, job=job, trigger=trigger)
+    try:
+        job = segment_refresh(segment=segment, job=job, trigger=trigger)
+    except TRANSIENT as exc:
+        if job is not None and self.request.retries < self.max_retries:
+            _job_awaits_retry(job, exc)
+        raise
     return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
+
+
+def _job_awaits_retry(job: RefreshJob, exc: Exception) -> None:
+    """The service ended the attempt as failed; the job is not over while a retry is due: whoever polls it sees it
+    queued again, with the error that caused the retry."""
+    try:
+        RefreshJob.objects.filter(pk=job.pk).update(
+            status=RefreshJob.Status.QUEUED, error=f"retrying after a transient error: {exc!r}"[:2000],
+            finished_at=None, duration_seconds=None)
+    except DatabaseError:
+        pass  # the connection is gone too: the retry's attempt will record its own outcome
 
 
 @shared_task(**RETRY)

@@ -8,8 +8,10 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from profiles.models import CustomerProfile
+
 from .models import TagAssignment, TagDefinition
-from .services import TagError, parse_profile_list, tags_bulk_assign
+from .services import TagError, parse_profile_list, tag_add, tags_bulk_assign
 
 
 class BulkUploadForm(forms.Form):
@@ -63,10 +65,48 @@ class TagDefinitionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/tags/upload.html", context)
 
 
+class TagAssignmentForm(forms.ModelForm):
+    """A person picks the profile, the manual tag and when it lapses; source, who and when are recorded for them."""
+
+    class Meta:
+        model = TagAssignment
+        fields = ("profile", "tag", "expires_at")
+
+
 @admin.register(TagAssignment)
 class TagAssignmentAdmin(admin.ModelAdmin):
+    form = TagAssignmentForm
     list_display = ("tag", "profile", "source", "assigned_at", "assigned_by", "expires_at")
     list_filter = ("source", "tag")
     search_fields = ("=profile__public_id", "tag__code")
     raw_id_fields = ("profile",)
     list_select_related = ("tag", "profile")
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("profile", "tag", "source", "assigned_at", "assigned_by") if obj else ()
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Rule and system tags are the platform's (tags.services refuses them too); an absorbed profile answers
+        # for its survivor everywhere else, so it takes no tags of its own.
+        if db_field.name == "tag":
+            kwargs["queryset"] = TagDefinition.objects.filter(kind=TagDefinition.Kind.MANUAL)
+        elif db_field.name == "profile":
+            kwargs["queryset"] = CustomerProfile.objects.filter(status=CustomerProfile.Status.ACTIVE)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=["expires_at"])
+            return
+        tag_add(tag=obj.tag, profile=obj.profile, assigned_by=request.user.get_username(),
+                expires_at=obj.expires_at)
+        obj.pk = TagAssignment.objects.get(tag=obj.tag, profile=obj.profile).pk
+
+    def _is_manual(self, obj) -> bool:
+        return obj is None or obj.tag.kind == TagDefinition.Kind.MANUAL
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and self._is_manual(obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and self._is_manual(obj)

@@ -11,6 +11,7 @@ from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, r
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from api import throttling
 from api.apps import check_api_rate
 from api.keys import api_key_verify, api_keys_revoke
 from api.models import ApiKey
@@ -110,21 +111,45 @@ def test_create_api_key_refuses_an_unknown_scope():
     assert not ApiKey.objects.exists()
 
 
-def test_throttling_answers_429_with_retry_after(api_client):
+class Clock:
+    """The throttle's clock, set by the test: a fixed window never turns over in the middle of a test."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = Clock(1_800_000_010.0)  # 10 s into a minute (and into an hour: 1,800,000,000 is a multiple of 3,600)
+    monkeypatch.setattr(throttling, "time", clock)
+    return clock
+
+
+def test_throttling_answers_429_with_retry_after(api_client, clock):
     client = api_client(scopes=["profiles:read"], rate="3/min")
     other = api_client(scopes=["profiles:read"], rate="3/min")
     assert [client.get("/api/v1/profiles/").status_code for _ in range(3)] == [200, 200, 200]
     response = client.get("/api/v1/profiles/")
     assert response.status_code == 429
     assert response.json()["code"] == "throttled"
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response["Retry-After"] == "50"  # the window ends 50 s later
     assert other.get("/api/v1/profiles/").status_code == 200  # per key
 
+    clock.now += 49.5
+    assert client.get("/api/v1/profiles/").status_code == 429
+    clock.now += 0.5  # the next minute: a new window
+    assert [client.get("/api/v1/profiles/").status_code for _ in range(4)] == [200, 200, 200, 429]
 
-def test_the_default_rate_comes_from_the_setting(api_client, settings):
+
+def test_the_default_rate_comes_from_the_setting(api_client, settings, clock):
     settings.CDP_API_RATE = "2/h"
     client = api_client(scopes=["profiles:read"])
     assert [client.get("/api/schema/").status_code for _ in range(3)] == [200, 200, 429]
+    clock.now += 3600
+    assert client.get("/api/schema/").status_code == 200
 
 
 def test_request_id_is_echoed_or_generated(api_client):

@@ -127,39 +127,152 @@ def test_unknown_profile_is_a_json_404(api_client, db):
     assert response.status_code == 404 and response.json()["code"] == "not_found"
 
 
+# --- query counts: a constant number whatever the response holds ---------------------------------------------
+
 def _count_queries(client, path, **extra) -> int:
     with CaptureQueriesContext(connection) as ctx:
-        assert client.get(path, **extra).status_code == 200
+        response = client.get(path, **extra)
+        assert response.status_code == 200, (path, response.content[:300])
     return len(ctx.captured_queries)
 
 
-def test_retrieve_and_lookup_run_a_constant_number_of_queries(api_client, zhang, django_assert_max_num_queries):
-    bare = _profile(full_name="李四", phone="+8613900001111")
-    _record(bare, "core", customer_key="CIF002")
-    # The rich profile gets many more records and tags: the count must not move.
-    for n in range(8):
-        _record(zhang, "wealth", customer_key=f"W{n}")
+def _steady_client(api_client, scopes):
+    client = api_client(scopes=scopes)
+    client.get("/api/schema/")  # the first request of a key records its use: not part of the steady state
+    return client
+
+
+@pytest.fixture
+def small(db):
+    """A profile with one of everything the profile endpoints return."""
+    from tests.profiles.test_metrics import Bank
+    profile = _profile(full_name="李四", phone="+8613900001111", record_count=1)
+    record = _record(profile, "core", customer_key="CIF002", full_name="李四", phone="+8613900001111")
+    CustomerProfile.objects.filter(pk=profile.pk).update(name_record=record, name_batch=record.last_batch)
+    tag = TagDefinition.objects.create(code="small", name="small")
+    TagAssignment.objects.create(profile=profile, tag=tag, source="manual", assigned_at=timezone.now())
+    segment = Segment.objects.create(name="Small", slug="small", current_version=1)
+    SegmentMember.objects.create(segment=segment, version=1, profile=profile)
+    ProfileMetrics.objects.create(profile=profile, as_of=timezone.localdate(), computed_at=timezone.now())
+    Consent.objects.create(profile=profile, channel="sms", granted=True, source="core", updated_at=timezone.now())
+    Bank().txn("CIF002", timezone.now() - dt.timedelta(days=1), "-10", "payment")
+    return profile
+
+
+@pytest.fixture
+def large(zhang):
+    """张伟 with many of everything: records in every source, tags, segments (and stale versions of them),
+    lineage of every group, every consent, metrics with their JSON filled, and activity of every kind."""
+    from tests.profiles.test_metrics import Bank
+    bank = Bank()
+    for n in range(6):
+        record = _record(zhang, ("core", "card", "wealth")[n % 3], customer_key=f"L{n}", full_name="张伟",
+                         phone="+8613912875634", email="zhang.wei@example.com", address="北京市朝阳区建国路88号")
+        bank.account(f"L{n}", "savings", "1000", dt.date(2020, 1, n + 1))
+        bank.txn(f"L{n}", timezone.now() - dt.timedelta(days=n + 1), "-10", "payment")
+        bank.card(f"L{n}", timezone.now() - dt.timedelta(days=n + 1), "20")
+        bank.holding(f"L{n}", "fund", "5000")
+        bank.risk(f"L{n}", "C3", dt.date(2026, 1, n + 1))
         tag = TagDefinition.objects.create(code=f"t{n}", name=f"t{n}")
         TagAssignment.objects.create(profile=zhang, tag=tag, source="manual", assigned_at=timezone.now())
-    client = api_client(scopes=PII)
-    client.get("/api/schema/")  # the first request of a key records its use: not part of the steady state
-    counts = set()
-    for path in (url(zhang), url(bare), "/api/v1/profiles/lookup/?source=core&key=CIF001",
+        segment = Segment.objects.create(name=f"S{n}", slug=f"s{n}", current_version=3)
+        SegmentMember.objects.create(segment=segment, version=3, profile=zhang, in_holdout=n % 2 == 0)
+        SegmentMember.objects.create(segment=segment, version=2, profile=zhang)
+    for attribute, record in zip(("gender", "birth_date", "phone", "email", "address"),
+                                 SourceRecord.objects.filter(profile=zhang)):
+        CustomerProfile.objects.filter(pk=zhang.pk).update(
+            **{f"{attribute}_record": record, f"{attribute}_batch": record.last_batch})
+    for channel in ("email", "push", "phone"):
+        Consent.objects.create(profile=zhang, channel=channel, granted=False, source="app", updated_at=timezone.now())
+    ProfileMetrics.objects.filter(profile=zhang).update(
+        txn_counts_90d={"payment": 6}, product_types=["fund", "savings"], churn_signals={"activity_drop": 0},
+        next_best_products=["insurance"])
+    CustomerProfile.objects.filter(pk=zhang.pk).update(record_count=SourceRecord.objects.filter(profile=zhang).count())
+    return zhang
+
+
+# The key, the profile (one fixed query, whether it has metrics or not), the audit insert of the clear values.
+DETAIL_QUERIES = 3
+
+
+def test_retrieve_and_lookup_run_a_constant_number_of_queries(api_client, small, large,
+                                                            django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    bare = _profile(full_name="王五", phone="+8613700002222")  # no metrics, no records: the LEFT JOIN finds nothing
+    assert client.get(url(bare)).json()["lifecycle_stage"] is None
+    rich = client.get(url(large)).json()
+    assert (rich["record_count"], rich["lifecycle_stage"], rich["value_tier"]) == (8, "active", "high")
+    for path in (url(large), url(small), url(bare), "/api/v1/profiles/lookup/?source=core&key=CIF001",
                  "/api/v1/profiles/lookup/?source=core&key=CIF002", "/api/v1/profiles/lookup/?phone=13912875634",
-                 "/api/v1/profiles/lookup/?phone=13900001111"):
-        with django_assert_max_num_queries(3):  # the key, the profile, the audit insert
-            counts.add(_count_queries(client, path))
-    assert counts == {3}
+                 "/api/v1/profiles/lookup/?phone=13700002222"):
+        with django_assert_max_num_queries(DETAIL_QUERIES):
+            assert _count_queries(client, path) == DETAIL_QUERIES, path
+
+
+# Queries of each sub-resource: the key and the profile, then what the sub-resource reads (an audit insert for the
+# clear personal values of the source records; lineage reads the records and the batches its profile names).
+SUB_RESOURCE_QUERIES = {"source-records/": 4, "tags/": 3, "segments/": 3, "metrics/": 3, "lineage/": 4,
+                        "consent/": 3, "timeline/": 4}
+
+
+@pytest.mark.parametrize("suffix", sorted(SUB_RESOURCE_QUERIES))
+def test_each_sub_resource_runs_a_constant_number_of_queries(api_client, small, large, suffix,
+                                                             django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    few, many = client.get(url(small, suffix)).json(), client.get(url(large, suffix)).json()
+    if isinstance(few, list) and suffix != "consent/":  # consent lists every channel, decided or not
+        assert len(many) >= 3 * len(few) >= 3, (suffix, len(few), len(many))
+    expected = SUB_RESOURCE_QUERIES[suffix]
+    for profile in (small, large):
+        with django_assert_max_num_queries(expected):
+            assert _count_queries(client, url(profile, suffix)) == expected
+
+
+# The key, the page (profiles with their lifecycle stage and value tier in one query), the audit insert.
+LIST_QUERIES = 3
+
+
+def test_list_runs_a_constant_number_of_queries_whatever_the_page_holds(api_client, small, large,
+                                                                       django_assert_max_num_queries):
+    client = _steady_client(api_client, PII)
+    page_of_one = "/api/v1/profiles/?page_size=2&city=北京市"
+    for n in range(30):
+        p = _profile(full_name=f"王{n}", city="上海市", phone=f"+86139000{n:05d}", email=f"w{n}@qq.com")
+        _record(p, "core")
+        ProfileMetrics.objects.create(profile=p, as_of=timezone.localdate(), lifecycle_stage="new", value_tier="low",
+                                      computed_at=timezone.now())
+    full_page = "/api/v1/profiles/?page_size=30&city=上海市"
+    assert len(client.get(page_of_one).json()["results"]) == 1
+    assert len(client.get(full_page).json()["results"]) == 30
+    for path in (page_of_one, full_page):
+        with django_assert_max_num_queries(LIST_QUERIES):
+            assert _count_queries(client, path) == LIST_QUERIES, path
 
 
 # --- list and filters ------------------------------------------------------------------------------------------
 
+def _years_ago(day: dt.date, years: int) -> dt.date:
+    """The same day `years` before; 29 February, in a year without one, is the 28th (its birthday is then)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+@pytest.fixture(params=["today", "2028-02-29", "2027-03-01"])
+def today(request, monkeypatch) -> dt.date:
+    """The real date, and the days around a leap day on which ages are easy to get wrong."""
+    if request.param == "today":
+        return timezone.localdate()
+    day = dt.date.fromisoformat(request.param)
+    monkeypatch.setattr(timezone, "localdate", lambda *args, **kwargs: day)
+    return day
+
+
 @pytest.fixture
-def crowd(zhang, absorbed):
-    today = timezone.localdate()
-    li = _profile(full_name="李娜", gender="F", city="上海市", birth_date=today.replace(year=today.year - 30))
-    wang = _profile(full_name="王芳", gender="F", city="北京市", birth_date=today.replace(year=today.year - 61)
-                    + dt.timedelta(days=1))
+def crowd(zhang, absorbed, today):
+    li = _profile(full_name="李娜", gender="F", city="上海市", birth_date=_years_ago(today, 30))
+    wang = _profile(full_name="王芳", gender="F", city="北京市", birth_date=_years_ago(today, 61) + dt.timedelta(days=1))
     ProfileMetrics.objects.create(profile=li, as_of=today, lifecycle_stage="new", value_tier="mid",
                                   computed_at=timezone.now())
     return {"zhang": zhang, "li": li, "wang": wang, "absorbed": absorbed}
@@ -180,7 +293,7 @@ def test_list_returns_live_profiles_masked_and_filters(api_client, crowd):
         "city=北京市": [zhang, wang],
         "gender=F": [li, wang],
         "age_min=40": [zhang, wang],
-        "age_min=61": [],  # 王芳 turns 61 tomorrow: she is 60
+        "age_min=61": [],  # 王芳 turns 61 tomorrow: she is 60 (on 29 February 2028, born 1 March 1967)
         "age_min=60&age_max=60": [wang],
         "age_max=30": [li],
         "age_max=29": [],
@@ -199,6 +312,52 @@ def test_list_with_read_pii_audits_each_profile_of_the_page(api_client, crowd):
     client = api_client(scopes=PII)
     ids = _ids(client.get("/api/v1/profiles/?city=北京市"))
     assert sorted(AuditRecord.objects.values_list("profile_public_id", flat=True)) == sorted(ids)
+
+
+MASKED_ZHANG = {"full_name": "张*", "family_name": "张", "given_name": "*", "birth_date": "1980-**-**",
+                "phone": "139****5634", "email": "z*******@example.com", "address": "北京市朝****"}
+CLEAR_ZHANG = {"full_name": "张伟", "family_name": "张", "given_name": "伟", "birth_date": "1980-01-01",
+               "phone": "+8613912875634", "email": "zhang.wei@example.com", "address": "北京市朝阳区建国路88号"}
+
+
+def _personal(body: dict) -> dict:
+    return {name: body[name] for name in MASKED_ZHANG}
+
+
+def test_list_masks_every_personal_field_without_read_pii(api_client, crowd):
+    results = api_client(scopes=READ).get("/api/v1/profiles/?city=北京市").json()["results"]
+    by_id = {p["id"]: p for p in results}
+    assert _personal(by_id[crowd["zhang"].public_id]) == MASKED_ZHANG
+    wang = by_id[crowd["wang"].public_id]
+    assert (wang["full_name"], wang["birth_date"]) == ("王*", f"{crowd['wang'].birth_date.year}-**-**")
+    assert by_id[crowd["zhang"].public_id]["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+    assert not AuditRecord.objects.exists()
+
+
+def test_list_with_read_pii_returns_clear_values(api_client, crowd):
+    results = api_client(scopes=PII).get("/api/v1/profiles/?city=北京市").json()["results"]
+    by_id = {p["id"]: p for p in results}
+    assert _personal(by_id[crowd["zhang"].public_id]) == CLEAR_ZHANG
+    assert by_id[crowd["wang"].public_id]["birth_date"] == crowd["wang"].birth_date.isoformat()
+    assert by_id[crowd["zhang"].public_id]["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+
+
+def _lookup(client, method: str, query: dict):
+    if method == "post":
+        return client.post("/api/v1/profiles/lookup/", query, format="json")
+    return client.get("/api/v1/profiles/lookup/", query)
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_lookup_masks_without_read_pii_and_returns_clear_values_with_it(api_client, zhang, method):
+    masked = _lookup(api_client(scopes=READ), method, {"phone": "13912875634"}).json()
+    assert masked["id"] == zhang.public_id and _personal(masked) == MASKED_ZHANG
+    assert not AuditRecord.objects.exists()
+
+    clear = _lookup(api_client(scopes=PII), method, {"phone": "13912875634"}).json()
+    assert clear["id"] == zhang.public_id and _personal(clear) == CLEAR_ZHANG
+    assert clear["id_number_masked"] == "110***********" + ID_NUMBER[-4:]
+    assert AuditRecord.objects.get().profile_public_id == zhang.public_id
 
 
 def test_list_pages_with_a_cursor(api_client, crowd):
@@ -336,6 +495,27 @@ def test_tag_add_refuses_unknown_and_non_manual_tags(api_client, zhang):
     assert response.status_code == 400 and response.json()["code"] == "invalid_tag"
     assert client.delete(url(zhang, "tags/seniors-rule/")).json()["code"] == "invalid_tag"
     assert TagAssignment.objects.filter(profile=zhang).count() == 1
+
+
+def test_writes_to_an_absorbed_id_act_on_the_survivor(api_client, zhang, absorbed):
+    client = api_client(scopes=WRITE)
+    TagDefinition.objects.create(code="called-back", name="Called back")
+
+    added = client.post(url(absorbed, "tags/"), {"code": "called-back"}, format="json")
+    removed = client.delete(url(absorbed, "tags/vip/"))
+    consent = client.put(url(absorbed, "consent/email/"), {"granted": True, "source": "branch"}, format="json")
+
+    assert (added.status_code, removed.status_code, consent.status_code) == (201, 204, 200)
+    for response in (added, removed, consent):
+        assert response["X-Resolved-From"] == absorbed.public_id
+        assert response["Content-Location"].endswith(url(zhang))
+    assert list(TagAssignment.objects.filter(profile=zhang).values_list("tag__code", flat=True)) == ["called-back"]
+    assert dict(Consent.objects.filter(profile=zhang).values_list("channel", "granted")) == {"sms": True,
+                                                                                           "email": True}
+    # The absorbed profile keeps nothing of its own: it only ever answers for the survivor.
+    assert not TagAssignment.objects.filter(profile=absorbed).exists()
+    assert not Consent.objects.filter(profile=absorbed).exists()
+    assert [t["code"] for t in client.get(url(absorbed, "tags/")).json()] == ["called-back"]
 
 
 # --- scopes ----------------------------------------------------------------------------------------------------

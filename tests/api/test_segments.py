@@ -181,3 +181,41 @@ def test_activity_catalogue_lists_the_fields_of_each_kind(api_client):
     body = api_client(scopes=READ).get("/api/v1/segments/activity-catalogue/").json()
     assert set(body) == {"transactions", "card_transactions", "accounts", "holdings"}
     assert {f["name"] for f in body["card_transactions"]} >= {"amount", "merchant_category", "mcc"}
+
+
+def test_put_replaces_a_segment_and_validates_its_rule(api_client, women):
+    client = api_client(scopes=WRITE)
+    replaced = client.put("/api/v1/segments/women/", {"name": "Shanghai", "slug": "women", "rule": SHANGHAI,
+                                                      "holdout_percent": "10.00"}, format="json")
+    assert replaced.status_code == 200
+    assert (replaced.json()["name"], replaced.json()["rule"], replaced.json()["holdout_percent"]) == (
+        "Shanghai", SHANGHAI, "10.00")
+    women.refresh_from_db()
+    assert (women.name, women.rule, women.inputs) == ("Shanghai", SHANGHAI, ["profiles"])
+
+    bad = client.put("/api/v1/segments/women/", {"name": "Bad", "slug": "women",
+                                                 "rule": {"any": [{"field": "city", "op": "gt", "value": 3}]}},
+                     format="json")
+    assert bad.status_code == 400 and bad.json()["details"]["path"].startswith("any[0]")
+    incomplete = client.put("/api/v1/segments/women/", {"rule": WOMEN}, format="json")  # a PUT needs every field
+    assert incomplete.status_code == 400 and set(incomplete.json()["details"]) == {"name", "slug"}
+    women.refresh_from_db()
+    assert (women.name, women.rule) == ("Shanghai", SHANGHAI)
+
+
+MEMBERS_QUERIES = 3  # the key, the segment, the page of members with their holdout flag
+
+
+def test_members_run_a_constant_number_of_queries(api_client, women, django_assert_max_num_queries):
+    client = api_client(scopes=READ)
+    client.get("/api/schema/")  # the key's first use is recorded once
+    segment_save(segment=Segment(name="Everyone", slug="everyone", rule={"field": "gender", "op": "is_not_null"},
+                                 holdout_percent=50))
+    CustomerProfile.objects.bulk_create([CustomerProfile(public_id=f"PM{n:04d}", gender="M") for n in range(40)])
+    segment_refresh(segment=Segment.objects.get(slug="everyone"))
+    sizes = {}
+    for slug in ("women", "everyone"):
+        with django_assert_max_num_queries(MEMBERS_QUERIES):
+            response = client.get(f"/api/v1/segments/{slug}/members/", {"page_size": 50})
+        sizes[slug] = len(response.json()["results"])
+    assert sizes == {"women": 2, "everyone": 43}

@@ -54,3 +54,23 @@ def test_reading_needs_segments_read_and_writing_segments_write(api_client):
     assert reader.post("/api/v1/tags/", {"code": "new", "name": "New"}, format="json").status_code == 403
     assert reader.delete("/api/v1/tags/vip/").status_code == 403
     assert list(TagDefinition.objects.values_list("code", flat=True)) == ["vip"]
+
+
+def test_put_replaces_a_tag_definition_and_validates_a_rule(api_client):
+    TagDefinition.objects.create(code="sh", name="Shanghai", kind="rule", category="Place",
+                                 rule={"field": "city", "op": "eq", "value": "上海市"})
+    client = api_client(scopes=WRITE)
+    beijing = {"field": "city", "op": "eq", "value": "北京市"}
+    replaced = client.put("/api/v1/tags/sh/", {"code": "sh", "name": "Beijing", "kind": "rule", "category": "City",
+                                               "rule": beijing}, format="json")
+    assert replaced.status_code == 200
+    tag = TagDefinition.objects.get(code="sh")
+    assert (tag.name, tag.category, tag.rule) == ("Beijing", "City", beijing)
+
+    bad = client.put("/api/v1/tags/sh/", {"code": "sh", "name": "X", "kind": "rule", "rule": {"segment": "women"}},
+                     format="json")
+    assert bad.status_code == 400 and bad.json()["details"]["path"] == "segment"
+    as_manual = client.put("/api/v1/tags/sh/", {"code": "sh", "name": "Now manual", "kind": "manual",
+                                                "rule": beijing}, format="json")
+    assert as_manual.status_code == 200 and as_manual.json()["rule"] is None  # only rule tags keep a rule
+    assert TagDefinition.objects.get(code="sh").kind == "manual"

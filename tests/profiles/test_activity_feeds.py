@@ -85,7 +85,7 @@ def test_a_file_that_is_not_the_feed_fails_and_changes_nothing(write_feed, tmp_p
 def test_a_load_that_crashes_half_way_keeps_nothing(write_feed, monkeypatch):
     import profiles.activity as activity
 
-    def broken(spec):
+    def broken(spec, state):
         raise RuntimeError("killed")
 
     monkeypatch.setattr(activity, "_count_and_upsert", broken)

@@ -276,3 +276,139 @@ def test_load_feed_command_loads_an_activity_kind_and_reports_rejects(write_feed
     assert "created 1" in out and "rejected 1" in out and "row 2: occurred_at" in out
     assert "metrics recomputed for 1 profiles" in out
     assert metrics_of(ann).card_spend_30d == Decimal("88.50")
+
+
+# --- customer-initiated activity, growth by inflow, loans, AUM as of the day, counts at the 90-day boundary ------
+
+def test_last_activity_ignores_what_the_customer_did_not_initiate(bank):
+    p = profile()
+    bank.customer(p, "core", "L1")
+    bank.customer(p, "card", "LK1")
+    bank.account("L1", "savings", "60000", dt.date(2020, 1, 1))
+    bank.txn("L1", at(2026, 6, 1), "-300", "payment")  # the customer's last own action
+    # Everything later is the bank's or someone else's doing: credits, interest, fees, system postings, refunds.
+    bank.txn("L1", at(2026, 6, 10), "15000", "salary_credit", channel="app")
+    bank.txn("L1", at(2026, 6, 12), "2000", "transfer_in", channel="app")
+    bank.txn("L1", at(2026, 6, 20), "12", "interest", channel="system")
+    bank.txn("L1", at(2026, 6, 25), "-5", "fee", channel="branch")
+    bank.txn("L1", at(2026, 6, 28), "-800", "payment", channel="system")  # a standing order the system posted
+    bank.card("LK1", at(2026, 6, 29), "-99")  # a refund: not a purchase
+    profile_metrics_recompute(as_of=AS_OF)
+    m = metrics_of(p)
+    assert timezone.localtime(m.last_activity_at) == at(2026, 6, 1)
+    assert m.activity_90d == 1
+    # They still count as transactions, and their amounts as flows.
+    assert m.txn_counts_90d == {"fee": 1, "interest": 1, "payment": 2, "salary_credit": 1, "transfer_in": 1}
+    assert m.net_flow_90d == Decimal("15907.00")
+
+
+def test_a_card_purchase_is_the_latest_activity(bank):
+    p = profile()
+    bank.customer(p, "core", "L2")
+    bank.customer(p, "card", "LK2", credit_limit="10000", card_status="ACTIVE")
+    bank.account("L2", "current", "1000", dt.date(2020, 1, 1))
+    bank.txn("L2", at(2026, 6, 1), "-300", "payment")
+    bank.txn("L2", at(2026, 6, 20), "8000", "salary_credit", channel="system")
+    bank.card("LK2", at(2026, 6, 15, 9, 30), "188")
+    profile_metrics_recompute(as_of=AS_OF)
+    m = metrics_of(p)
+    assert timezone.localtime(m.last_activity_at) == at(2026, 6, 15, 9, 30)
+    assert m.activity_90d == 2  # the payment and the purchase
+
+
+def test_growing_by_an_inflow_of_30_percent_of_deposits(bank):
+    stages = {}
+    for key, balance in (("G1", "130000"), ("G2", "130001")):
+        p = profile()
+        bank.customer(p, "core", key)
+        bank.customer(p, "card", f"{key}K")
+        bank.account(key, "savings", balance, dt.date(2020, 1, 1))
+        # 30,000 came in over the 90 days: deposits were 100,000 (G1: exactly 30%) or 100,001 (G2: just under).
+        bank.txn(key, at(2026, 6, 1), "30000", "transfer_in")
+        # One purchase in each 90 days: activity neither up nor down.
+        bank.card(f"{key}K", at(2026, 6, 10), "100")
+        bank.card(f"{key}K", at(2026, 3, 1), "100")
+        stages[key] = p
+    profile_metrics_recompute(as_of=AS_OF)
+    g1, g2 = metrics_of(stages["G1"]), metrics_of(stages["G2"])
+    assert (g1.activity_90d, g1.activity_prior_90d, g1.net_flow_90d) == (1, 1, Decimal("30000.00"))
+    assert g1.lifecycle_stage == "growing"
+    assert g2.lifecycle_stage == "active"
+
+
+def test_loan_balance_counts_open_mortgages_and_consumer_loans_only(bank):
+    p = profile()
+    bank.customer(p, "core", "B1")
+    bank.account("B1", "mortgage", "500000", dt.date(2019, 5, 10))
+    bank.account("B1", "consumer_loan", "20000", dt.date(2025, 3, 1))
+    bank.account("B1", "consumer_loan", "1000", dt.date(2025, 9, 1), currency="USD")  # 7,000 CNY at 7.0
+    bank.account("B1", "consumer_loan", "8000", dt.date(2024, 1, 1), closed=dt.date(2026, 3, 1))  # repaid
+    bank.account("B1", "consumer_loan", "50000", dt.date(2026, 7, 2))  # opened after as_of
+    bank.account("B1", "savings", "3000", dt.date(2020, 1, 1))  # deposits are not loans
+    profile_metrics_recompute(as_of=AS_OF)
+    m = metrics_of(p)
+    assert m.loan_balance == Decimal("527000.00")
+    assert m.total_deposits == Decimal("3000.00")
+    assert m.product_types == ["consumer_loan", "mortgage", "savings"]
+
+
+def _holdings_feed(write_feed, rows):
+    return write_feed(rows, header=["holding_key", "customer_key", "product_code", "product_type", "market_value",
+                                    "currency", "as_of"])
+
+
+def _holding(key: str, value: str, as_of: str, product_type: str = "fund") -> dict:
+    return {"holding_key": key, "customer_key": "WA", "product_code": "F1", "product_type": product_type,
+            "market_value": value, "currency": "CNY", "as_of": as_of}
+
+
+def test_aum_is_the_holdings_valued_on_or_before_the_day(bank, write_feed):
+    p = profile()
+    bank.customer(p, "wealth", "WA")
+    bank.holding("WA", "fund", "100000", as_of=AS_OF)
+    bank.holding("WA", "insurance", "20000", as_of=dt.date(2026, 5, 31))  # the last valuation the bank sent
+    bank.holding("WA", "bond", "50000", as_of=dt.date(2026, 7, 1))  # valued the day after: not yet held
+    profile_metrics_recompute(as_of=AS_OF)
+    m = metrics_of(p)
+    assert m.aum == Decimal("120000.00")
+    assert m.product_types == ["fund", "insurance"]
+
+
+def test_a_newer_snapshot_of_a_holding_replaces_the_older_one(bank, write_feed):
+    p = profile()
+    bank.customer(p, "wealth", "WA")
+    activity_feed_load(source="wealth", kind="holdings",
+                       path=_holdings_feed(write_feed, [_holding("H1", "80000", "2026-06-29")]))
+    activity_feed_load(source="wealth", kind="holdings",
+                       path=_holdings_feed(write_feed, [_holding("H1", "90000", "2026-06-30")]))
+    profile_metrics_recompute(as_of=AS_OF)
+    assert metrics_of(p).aum == Decimal("90000.00")  # one holding, at its newer value; not 170,000
+
+
+def test_an_older_snapshot_loaded_late_does_not_replace_the_newer_one(bank, write_feed):
+    p = profile()
+    bank.customer(p, "wealth", "WA")
+    activity_feed_load(source="wealth", kind="holdings",
+                       path=_holdings_feed(write_feed, [_holding("H1", "90000", "2026-06-30")]))
+    late = activity_feed_load(source="wealth", kind="holdings",
+                              path=_holdings_feed(write_feed, [_holding("H1", "80000", "2026-06-29")]))  # re-sent
+    profile_metrics_recompute(as_of=AS_OF)
+    assert metrics_of(p).aum == Decimal("90000.00")
+    assert (late.rows_updated, late.warnings) == (0, {"older_snapshot_ignored": 1})
+
+
+def test_transaction_counts_by_kind_at_the_90_day_boundary(bank):
+    p = profile()
+    bank.customer(p, "core", "N1")
+    bank.account("N1", "current", "1000", dt.date(2020, 1, 1))
+    # The 90 days are 2026-04-02 00:00 .. 2026-06-30 24:00, Shanghai time.
+    bank.txn("N1", at(2026, 4, 2, 0, 0), "-10", "payment")  # the first instant: in
+    bank.txn("N1", at(2026, 4, 1, 23, 59), "-10", "payment")  # a minute before: out
+    bank.txn("N1", at(2026, 4, 1, 23, 59), "3", "interest")  # a kind only seen before the window: absent
+    bank.txn("N1", at(2026, 6, 30, 23, 59), "-500", "transfer_out")  # the last minute of as_of: in
+    bank.txn("N1", at(2026, 7, 1, 0, 0), "-5", "fee")  # the next day: out
+    profile_metrics_recompute(as_of=AS_OF)
+    m = metrics_of(p)
+    assert m.txn_counts_90d == {"payment": 1, "transfer_out": 1}
+    assert m.net_flow_90d == Decimal("-510.00")
+    assert m.activity_90d == 2 and m.activity_prior_90d == 1

@@ -63,6 +63,19 @@ def test_travel_spend_over_90_days_in_cny(people):
     assert names(spend("lt", 3000, agg="min")) == {"Ann"}  # min ignores profiles with no rows
 
 
+def test_average_travel_spend_in_cny(people):
+    # Ann: 3,000 and 300 USD at 7 (2,100): 2,550 on average; unconverted it would be 1,650. Bob: one of 4,900.
+    assert names(spend("gte", 2550, agg="avg")) == {"Ann", "Bob"}
+    assert names(spend("gt", 2550, agg="avg")) == {"Bob"}
+    assert names(spend("between", [2500, 2600], agg="avg")) == {"Ann"}
+    # Without a row in the window the average is unknown, not 0: Cai and Dee pass neither "lt" nor "ne".
+    assert names(spend("lt", 3000, agg="avg")) == {"Ann"}
+    assert names(spend("ne", 4900, agg="avg")) == {"Ann"}
+    assert names(spend("gte", 5000, agg="avg", days=120)) == {"Cai"}  # her 6,000 of 100 days ago
+    assert rule_explain(spend("gte", 2550, agg="avg"), profile=people["ann"], ctx=CTX)["value"] == {"avg": 2550.0}
+    assert rule_explain(spend("gte", 2550, agg="avg"), profile=people["dee"], ctx=CTX)["value"] == {"avg": None}
+
+
 def test_did_not_and_did(people):
     salary = {"kind": "transactions", "where": [{"field": "kind", "op": "eq", "value": "salary_credit"}],
               "within_days": 35}

@@ -2,6 +2,7 @@
 import datetime as dt
 
 import pytest
+from django.db.models import F
 
 from profiles.models import CustomerProfile
 from segments.models import RefreshJob, Segment, SegmentEvent, SegmentMember, SegmentSize
@@ -180,3 +181,28 @@ def test_after_a_load_only_segments_whose_inputs_changed_refresh(people):
 def test_paused_segments_are_not_refreshed_in_bulk(people):
     make_segment("paused", SHANGHAI, status=Segment.Status.PAUSED)
     assert segments_refresh_all(now=NOW).jobs == []
+
+
+def test_a_refresh_overtaken_by_a_newer_result_is_skipped_and_records_nothing(people, monkeypatch):
+    from segments import sql
+    segment = make_segment("shanghai", SHANGHAI)
+    segment_refresh(segment=segment, now=NOW)
+    CustomerProfile.objects.filter(pk=people["bob"].pk).update(city="Shanghai")
+    write = sql.insert_members
+
+    def overtaken(**kwargs):
+        written = write(**kwargs)
+        # Meanwhile another run switched the segment to a newer version than the one this run started from.
+        Segment.objects.filter(pk=segment.pk).update(current_version=F("current_version") + 5)
+        return written
+
+    monkeypatch.setattr(sql, "insert_members", overtaken)
+    job = segment_refresh(segment=segment, now=NOW + dt.timedelta(hours=1))
+
+    assert job.status == "skipped" and job.error == "a newer result was already switched in"
+    assert job.finished_at is not None and job.duration_seconds is not None and job.version is None
+    assert (job.entered, job.exited) == (0, 0)
+    assert SegmentEvent.objects.filter(segment=segment).count() == 2  # the first run's entries only
+    segment.refresh_from_db()
+    assert segment.current_version == 6 and segment.error_count == 0 and segment.last_error == ""
+    assert not segment.is_calculating and segment.pending_version is None  # nothing of this run is pending

@@ -1,18 +1,24 @@
-"""A refresh under concurrency, a killed refresh, and schedules (real commits: transactional_db)."""
+"""A refresh under concurrency, a refresh process killed midway, and schedules (real commits: transactional_db)."""
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.conf import settings
+from django.db import connection, connections, transaction
 
 from profiles import sql as profiles_sql
 from profiles.models import CustomerProfile
 from segments.models import RefreshJob, Segment, SegmentEvent, SegmentMember
 from segments.selectors import segment_members
-from segments import services
 from segments.services import segment_refresh, segment_save, segments_refresh_due
 from tags.models import TagDefinition
+
+from tests.profiles.test_interrupted_load import database_url, wait_for_backend_exit
 
 from .conftest import NOW
 
@@ -21,6 +27,19 @@ SHANGHAI = {"field": "city", "op": "eq", "value": "Shanghai"}
 
 def make_segment(slug: str, rule: dict, **fields) -> Segment:
     return segment_save(segment=Segment(name=slug, slug=slug, rule=rule, **fields))
+
+
+def wait_for_advisory_lock_waiters(count: int, timeout: float = 30) -> None:
+    """Until `count` sessions of this database wait for an advisory lock (what the refreshes take first)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cur:
+        while True:
+            cur.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = "
+                        "(SELECT oid FROM pg_database WHERE datname = current_database())")
+            if cur.fetchone()[0] >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} refreshes reached the lock"
+            time.sleep(0.02)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -41,8 +60,9 @@ def test_two_concurrent_refreshes_of_one_segment_serialise(people):
     threads = [threading.Thread(target=refresh) for _ in range(2)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    assert Segment.objects.get(pk=segment.pk).current_version == 0  # both wait
+    wait_for_advisory_lock_waiters(2)  # both refreshes queue behind the lock
+    assert Segment.objects.get(pk=segment.pk).current_version == 0
+    assert all(thread.is_alive() for thread in threads)
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_unlock(%s)", [key])
     for thread in threads:
@@ -55,33 +75,66 @@ def test_two_concurrent_refreshes_of_one_segment_serialise(people):
     assert set(SegmentMember.objects.filter(segment=segment).values_list("version", flat=True)) == {2}
 
 
+def refresh_command(slug: str) -> subprocess.Popen:
+    """`manage.py refresh_segments SLUG` in a process of its own, against the test database."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")}
+    env.update(DATABASE_URL=database_url(), CDP_PII_KEY=settings.CDP_PII_KEY, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "manage.py", "refresh_segments", slug], cwd=settings.BASE_DIR, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_blocked_write(cur, proc: subprocess.Popen, table: str) -> int:
+    """The server pid of the refresh once it waits to write into `table`."""
+    deadline = time.monotonic() + 60
+    while True:
+        cur.execute("SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted", [table])
+        row = cur.fetchone()
+        if row:
+            return row[0]
+        assert proc.poll() is None, f"the refresh ended before it could be killed: {proc.stdout.read()}"
+        assert time.monotonic() < deadline, f"the refresh never reached its write into {table}"
+        time.sleep(0.05)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_a_killed_refresh_leaves_the_previous_result_and_the_next_run_completes(people, monkeypatch):
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the kill is timed by a PostgreSQL table lock")
+def test_a_killed_refresh_leaves_the_previous_result_and_the_next_run_completes(people):
     segment = make_segment("shanghai", SHANGHAI)
     segment_refresh(segment=segment, now=NOW)
     CustomerProfile.objects.filter(pk=people["bob"].pk).update(city="Shanghai")
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt  # the worker dies after writing the new version, before switching to it
-
-    monkeypatch.setattr(services, "_switch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        segment_refresh(segment=segment, now=NOW)
-    monkeypatch.undo()
+    # The refresh process writes version 2 of the members and commits it; its switch to version 2 starts with the
+    # entered/exited events, held here by a lock until the process is SIGKILLed (as when a worker is OOM-killed).
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(f"LOCK TABLE {SegmentEvent._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
+            proc = refresh_command("shanghai")
+            refresh_pid = wait_for_blocked_write(cur, proc, SegmentEvent._meta.db_table)
+        assert SegmentMember.objects.filter(segment=segment, version=2).count() == 3  # written, not switched to
+        assert {p.full_name for p in segment_members(segment=segment)} == {"Ann Lee", "Cai Xu"}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    wait_for_backend_exit(refresh_pid)  # its session, and the advisory lock it held, are gone
 
     segment.refresh_from_db()
-    assert segment.current_version == 1
+    assert (segment.current_version, segment.member_count) == (1, 2)
     assert {p.full_name for p in segment_members(segment=segment)} == {"Ann Lee", "Cai Xu"}  # readers unaffected
-    assert SegmentMember.objects.filter(segment=segment, version=2).count() == 3  # the dead run's leftovers
+    assert SegmentEvent.objects.filter(segment=segment).count() == 2  # the first run's entries only
     dead_job = RefreshJob.objects.get(segment=segment, status="running")
 
-    job = segment_refresh(segment=segment, now=NOW)
+    rerun = refresh_command("shanghai")
+    output, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, output
+    assert "shanghai: succeeded, 3 members, +1 -0" in output
 
-    assert (job.status, job.entered, job.exited) == ("succeeded", 1, 0)
     segment.refresh_from_db()
-    assert segment.current_version == 2
+    assert (segment.current_version, segment.member_count, segment.is_calculating) == (2, 3, False)
     assert {p.full_name for p in segment_members(segment=segment)} == {"Ann Lee", "Bob Wu", "Cai Xu"}
     assert set(SegmentMember.objects.filter(segment=segment).values_list("version", flat=True)) == {2}
+    assert list(SegmentEvent.objects.filter(segment=segment, kind="entered").order_by("at")
+                .values_list("profile__full_name", flat=True))[-1] == "Bob Wu"
     dead_job.refresh_from_db()
     assert dead_job.status == "failed" and "interrupted" in dead_job.error
 
