@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 
 from django.db.models import (
     Avg, Case, Count, DecimalField, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, When,
@@ -138,6 +139,9 @@ class RuleContext:
     segment_slug: str | None = None  # the segment being defined: it must not refer back to itself
     allow_segments: bool = True  # tag rules may not use segments (tags feed segments, not the other way)
     segment_rules: Callable[[str], tuple[bool, dict | None]] | None = None  # slug -> (exists, rule)
+    # While compiling inside `all` groups: what the node's siblings require (the profiles the whole group can select
+    # are among them). An activity node aggregates only their rows instead of every profile's.
+    candidates: Q | None = None
 
     @property
     def today(self) -> dt.date:
@@ -213,11 +217,34 @@ def _validate_group(key: str):
     return validate
 
 
+def _has_activity(node) -> bool:
+    if isinstance(node, dict):
+        return "activity" in node or any(_has_activity(v) for v in node.values())
+    return isinstance(node, list) and any(_has_activity(v) for v in node)
+
+
 def _compile_group(key: str):
     def compile_group(node: dict, ctx: RuleContext) -> Q:
+        children = node[key]
+        cheap = {i: compile_node(child, ctx) for i, child in enumerate(children) if not _has_activity(child)}
+        # An activity child that only profiles with rows can pass drives the group: its aggregate, restricted to the
+        # profiles that pass the other children, is the whole group's answer for them (evaluated once, not twice).
+        driver = next((i for i, child in enumerate(children) if key == "all" and cheap
+                       and _activity_needs_rows(child)), None)
         result = Q()
-        for child in node[key]:
-            child_q = compile_node(child, ctx)
+        for i, child in enumerate(children):
+            if i in cheap:
+                if driver is not None:
+                    continue
+                child_q = cheap[i]
+            elif key == "all":
+                # A profile this group selects passes every sibling: the activity below need look at no other.
+                candidates = ctx.candidates
+                for j, q in cheap.items():
+                    candidates = q if candidates is None else candidates & q
+                child_q = compile_node(child, replace(ctx, candidates=candidates))
+            else:
+                child_q = compile_node(child, ctx)
             result = child_q if not result else (result & child_q if key == "all" else result | child_q)
         return result
     return compile_group
@@ -559,6 +586,8 @@ def _activity_rows(body: dict, ctx: RuleContext):
                               f"{spec.time_field}__lte": ctx.today if spec.time_is_date else ctx.now})
     for leaf in body.get("where", []):
         rows = rows.filter(_compile_leaf(leaf, spec.fields[leaf["field"]], ctx))
+    if ctx.candidates is not None:
+        rows = rows.filter(record__profile_id__in=CustomerProfile.objects.filter(ctx.candidates).values("pk"))
     return rows
 
 
@@ -576,6 +605,20 @@ def _holds(value, op: str, target) -> bool:
         return target[0] <= value <= target[1]
     return {"eq": value == target, "ne": value != target, "lt": value < target, "lte": value <= target,
             "gt": value > target, "gte": value >= target}[op]
+
+
+def _activity_needs_rows(node) -> bool:
+    """Whether an activity node can only select profiles that have rows (not "did not", nor "sum below 100")."""
+    if not isinstance(node, dict) or "activity" not in node:
+        return False
+    body = node["activity"]
+    if "agg" not in body:
+        return body.get("exists", True)
+    if body["agg"] not in ("count", "sum"):
+        return True  # a minimum, maximum or average over no rows is unknown and passes no comparison
+    target = _leaf_values({"op": body["op"], "value": body["value"]}, CatalogueField("value", "", "number", ""),
+                          "", None)
+    return not _holds(0, body["op"], target)
 
 
 def _compile_activity(node: dict, ctx: RuleContext) -> Q:

@@ -2,7 +2,7 @@
 import datetime as dt
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.utils import timezone
 
 from profiles.models import Consent, CustomerProfile
@@ -57,10 +57,12 @@ def rule_preview(*, rule: dict, slug: str | None = None, now=None) -> dict:
     rule_validate(rule, ctx)
     matching = rule_queryset(rule, ctx)
     with transaction.atomic():
-        sql.jit_off()
-        sample = list(matching.order_by("pk").values("public_id", "full_name", "gender", "birth_date",
-                                                     "city")[:SAMPLE_SIZE])
-        return {"count": matching.count(), "sample": sample}
+        sql.rule_query_settings()
+        # One evaluation of the rule for both: the count is a window over the whole result, then the first rows.
+        rows = list(matching.annotate(total=Window(Count("pk"))).order_by("pk").values(
+            "public_id", "full_name", "gender", "birth_date", "city", "total")[:SAMPLE_SIZE])
+    return {"count": rows[0].pop("total") if rows else 0,
+            "sample": [{k: v for k, v in row.items() if k != "total"} for row in rows]}
 
 
 def rule_diff(*, segment: Segment, rule: dict, now=None) -> dict:
@@ -70,7 +72,7 @@ def rule_diff(*, segment: Segment, rule: dict, now=None) -> dict:
     matching = rule_queryset(rule, ctx)
     current = _current_members(segment).values("profile_id")
     with transaction.atomic():
-        sql.jit_off()
+        sql.rule_query_settings()
         return {
             "would_enter": matching.exclude(pk__in=current).count(),
             "would_leave": _current_members(segment).exclude(profile_id__in=matching.values("pk")).count(),

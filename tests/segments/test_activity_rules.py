@@ -146,3 +146,18 @@ def test_an_activity_load_refreshes_the_segments_that_use_that_kind(people, writ
     assert travellers.member_count == 1  # Dee
     assert RefreshJob.objects.filter(segment=travellers, trigger="feed_load").count() == 1
     assert not RefreshJob.objects.filter(segment=by_city).exists()  # its inputs did not change
+
+
+def test_activity_under_all_groups_aggregates_only_what_its_siblings_allow(people):
+    # Inside `all`, an activity node is evaluated only for the profiles its siblings let through; the answers must
+    # be the same as on its own, wherever it sits (directly, under `not`, under `any`), also where "no rows" passes.
+    not_bob = {"not": {"field": "full_name", "op": "eq", "value": "Bob"}}
+    not_ann = {"not": {"field": "full_name", "op": "eq", "value": "Ann"}}
+    assert names({"all": [not_bob, spend("gte", 4000)]}) == {"Ann"}
+    assert names({"all": [not_ann, spend("lt", 100)]}) == {"Cai", "Dee"}  # sums over no rows are 0
+    assert names({"all": [not_ann, {"not": spend("gte", 4000)}]}) == {"Cai", "Dee"}
+    assert names({"all": [not_bob, {"any": [spend("gte", 5000), {"field": "full_name", "op": "eq", "value": "Dee"}]}]}) \
+        == {"Ann", "Dee"}
+    assert names({"all": [not_bob, not_ann, {"all": [spend("lt", 100), spend("lt", 1, agg="count")]}]}) \
+        == {"Cai", "Dee"}
+    assert names({"all": [spend("gte", 4000), spend("lt", 5000)]}) == {"Bob"}  # two activity siblings
