@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from .keys import api_key_create, api_keys_revoke, scopes_validate
+from .keys import api_key_create, api_key_forget, api_keys_revoke, scopes_validate
 from .models import ApiKey, AuditRecord, Scope
 
 
@@ -37,6 +37,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             obj.scopes = scopes_validate(form.cleaned_data["scopes"])
             obj.save()
+            api_key_forget(prefixes=[obj.prefix])
             return
         created, key = api_key_create(name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
                                       expires_in_days=form.cleaned_data.get("expires_in_days"),

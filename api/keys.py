@@ -4,7 +4,11 @@ import re
 import secrets
 from datetime import timedelta
 
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
+
+from profiles import sql
 
 from .models import ApiKey, Scope
 from .rates import parse_rate
@@ -58,8 +62,34 @@ def api_key_create(*, name: str, scopes, expires_in_days: int | None = None, rat
 
 
 def api_keys_revoke(*, ids) -> int:
-    """Revoke keys at once; a revoked key answers 401 from the next request. Returns how many were live."""
-    return ApiKey.objects.filter(pk__in=list(ids), revoked_at__isnull=True).update(revoked_at=timezone.now())
+    """Revoke keys at once; a revoked key answers 401 from the next request (see api_key_forget). Returns how
+    many were live."""
+    ids = list(ids)
+    revoked = ApiKey.objects.filter(pk__in=ids, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key_forget(prefixes=ApiKey.objects.filter(pk__in=ids).values_list("prefix", flat=True))
+    return revoked
+
+
+def _cache_key(prefix: str) -> str:
+    return f"cdp:api-key:{prefix}"
+
+
+def api_key_forget(*, prefixes) -> None:
+    """Drop keys from the verification cache after a change (revocation, scopes, rate). With a shared cache
+    (CACHE_URL) every server process sees the change on its next request; with the per-process default, the
+    others within CDP_API_KEY_CACHE_SECONDS."""
+    cache.delete_many([_cache_key(p) for p in prefixes])
+
+
+def _key_by_prefix(prefix: str) -> ApiKey | None:
+    # Every request verifies its key: caching the row for a few seconds spares a query on the hottest path.
+    seconds = settings.CDP_API_KEY_CACHE_SECONDS
+    api_key = cache.get(_cache_key(prefix)) if seconds else None
+    if api_key is None:
+        api_key = sql.fetch_instance(ApiKey, _BY_PREFIX, [prefix])
+        if api_key is not None and seconds:
+            cache.set(_cache_key(prefix), api_key, seconds)
+    return api_key
 
 
 def api_key_verify(key: str) -> ApiKey | None:
@@ -70,11 +100,13 @@ def api_key_verify(key: str) -> ApiKey | None:
     now = timezone.now()
     # Looked up by the unique prefix alone, revocation and expiry checked here: the cheapest query per request,
     # as fixed SQL because compiling the ORM query on every request cost twice as much as running it.
-    api_key = next(iter(ApiKey.objects.raw(_BY_PREFIX, [parts[1]])), None)
+    api_key = _key_by_prefix(parts[1])
     if (api_key is None or api_key.revoked_at is not None or (api_key.expires_at and api_key.expires_at <= now)
             or not secrets.compare_digest(api_key.key_hash, _hash(key))):
         return None
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
+        if settings.CDP_API_KEY_CACHE_SECONDS:
+            cache.set(_cache_key(api_key.prefix), api_key, settings.CDP_API_KEY_CACHE_SECONDS)
     return api_key

@@ -136,6 +136,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 
 # REST API (README, "API"). CDP_API_RATE: requests per key, e.g. "2000/s", "100000/min".
 CDP_API_RATE = os.environ.get("CDP_API_RATE", "2000/s")
+# Seconds a verified API key is kept in the cache (0: read on every request); see api.keys.api_key_forget.
+CDP_API_KEY_CACHE_SECONDS = env_int("CDP_API_KEY_CACHE_SECONDS", 5)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.ApiKeyAuthentication",
                                        "api.authentication.StaffSessionAuthentication"],

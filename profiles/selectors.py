@@ -5,6 +5,7 @@ from django.db import connection
 from django.db.models import CharField, DateTimeField, DecimalField, F, Q, QuerySet, Value
 from django.db.models.functions import Cast
 
+from . import sql
 from .models import (
     Account, CardTransaction, Consent, CustomerProfile, FeedBatch, Holding, ProfileMetrics, RiskAssessment, Source,
     SourceRecord, Transaction,
@@ -55,7 +56,7 @@ def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
 
     The profile is annotated like profiles_active(). Raises CustomerProfile.DoesNotExist for an unknown id.
     """
-    profile = next(iter(CustomerProfile.objects.raw(_LIVE_BY_PUBLIC_ID, [public_id])), None)
+    profile = sql.fetch_instance(CustomerProfile, _LIVE_BY_PUBLIC_ID, [public_id])
     if profile is None:
         raise CustomerProfile.DoesNotExist(public_id)
     return profile, (public_id if profile.public_id != public_id else None)
@@ -63,7 +64,7 @@ def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
 
 def profile_get_by_source_key(*, source: str, customer_key: str) -> CustomerProfile | None:
     """The live profile of a source's customer key (None if unknown or not yet resolved); one query."""
-    return next(iter(CustomerProfile.objects.raw(_LIVE_BY_SOURCE_KEY, [source, customer_key])), None)
+    return sql.fetch_instance(CustomerProfile, _LIVE_BY_SOURCE_KEY, [source, customer_key])
 
 
 def profiles_by_identifier(*, phone: str | None = None, email: str | None = None, id_number: str | None = None,

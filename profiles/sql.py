@@ -241,6 +241,32 @@ def allocate_ids(model, count: int) -> list[int]:
         return list(range(start, start + count))
 
 
+def fetch_instance(model, query: str, params: Sequence = ()):
+    """The first row of `query` as a `model` instance (columns named like the model's fields become its fields,
+    any other column an attribute), or None. For the hot API paths: Model.objects.raw() compiles converters and
+    column maps on every call, which costs more than the query itself."""
+    with connection.cursor() as cur:
+        cur.execute(query, params)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = [d[0] for d in cur.description]
+    columns = dict(zip(names, row))
+    loaded, values = [], []
+    for field in model._meta.concrete_fields:  # from_db takes the values in the model's field order
+        if field.attname not in columns:
+            continue
+        value = columns.pop(field.attname)
+        if value is not None and hasattr(field, "from_db_value"):  # JSON arrives as text, as the ORM reads it
+            value = field.from_db_value(value, None, connection)
+        loaded.append(field.attname)
+        values.append(value)
+    instance = model.from_db(connection.alias, loaded, values)
+    for name, value in columns.items():
+        setattr(instance, name, value)
+    return instance
+
+
 def fetch_all(sql: str, params: Sequence = ()) -> list[tuple]:
     with connection.cursor() as cur:
         cur.execute(sql, params)

@@ -7,6 +7,8 @@ import pytest
 import yaml
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -81,6 +83,31 @@ def test_a_wrong_revoked_or_expired_key_is_refused(api_client):
 
     expired = api_client(scopes=["profiles:read"], expires_at=timezone.now() - timedelta(seconds=1))
     assert expired.get("/api/schema/").status_code == 401
+
+
+def test_a_verified_key_is_read_once_and_every_change_through_the_platform_applies_at_once(api_client, admin_client):
+    client = api_client(scopes=["profiles:read"])
+    client.get("/api/schema/")
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/api/v1/profiles/").status_code == 200
+    assert not [q for q in queries.captured_queries if "api_apikey" in q["sql"]]  # from the verification cache
+
+    # Scopes edited in the admin and a revocation apply on the next request, cached or not.
+    admin_client.post(f"/admin/api/apikey/{client.api_key.pk}/change/",
+                      {"name": client.api_key.name, "scopes": ["segments:read"], "rate": ""})
+    assert client.get("/api/v1/profiles/").status_code == 403
+    assert client.get("/api/v1/segments/").status_code == 200
+    api_keys_revoke(ids=[client.api_key.pk])
+    assert client.get("/api/v1/segments/").status_code == 401
+
+
+def test_without_the_cache_a_change_made_elsewhere_applies_at_once(api_client, settings):
+    # Another process revoking the key writes only the database; with caching off nothing stands in between.
+    settings.CDP_API_KEY_CACHE_SECONDS = 0
+    client = api_client(scopes=["profiles:read"])
+    assert client.get("/api/schema/").status_code == 200
+    ApiKey.objects.filter(pk=client.api_key.pk).update(revoked_at=timezone.now())
+    assert client.get("/api/schema/").status_code == 401
 
 
 def test_only_a_hash_of_the_key_is_stored_and_use_is_recorded(api_client):
