@@ -101,6 +101,11 @@ def fill(cur, profiles: int, transactions: int, card_per_profile: int) -> dict[s
     return counts
 
 
+def slowest(report, n: int = 5) -> str:
+    steps = sorted(report.steps.items(), key=lambda item: -item[1])[:n]
+    return "slowest steps: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--profiles", type=int, default=1_000_000)
@@ -123,9 +128,10 @@ def main() -> None:
           + ", ".join(f"{name} {n:,}" for name, n in counts.items()))
 
     full = profile_metrics_recompute()
-    print(f"full recompute: {full.profiles:,} profiles in {full.seconds:.2f}s")
+    print(f"full recompute: {full.profiles:,} profiles in {full.seconds:.2f}s; {slowest(full)}")
     full = profile_metrics_recompute()  # the nightly case: every row already there, updated in place
-    print(f"full recompute again (upsert over existing rows): {full.profiles:,} profiles in {full.seconds:.2f}s")
+    print(f"full recompute again (upsert over existing rows): {full.profiles:,} profiles in {full.seconds:.2f}s; "
+          f"{slowest(full)}")
 
     with connection.cursor() as cur:
         # The delta: one new payment today for 1% of the profiles, as an activity load would leave it.
@@ -138,7 +144,7 @@ def main() -> None:
                     "AND profile_id % 100 = 7")
         touched = [r[0] for r in cur.fetchall()]
     delta = profile_metrics_recompute(profile_ids=touched)
-    print(f"delta recompute (1% of profiles): {delta.profiles:,} profiles in {delta.seconds:.2f}s")
+    print(f"delta recompute (1% of profiles): {delta.profiles:,} profiles in {delta.seconds:.2f}s; {slowest(delta)}")
 
 
 if __name__ == "__main__":
