@@ -81,14 +81,18 @@ def api_key_forget(*, prefixes) -> None:
     cache.delete_many([_cache_key(p) for p in prefixes])
 
 
+def _remember(api_key: ApiKey) -> None:
+    if settings.CDP_API_KEY_CACHE_SECONDS:
+        cache.set(_cache_key(api_key.prefix), api_key, settings.CDP_API_KEY_CACHE_SECONDS)
+
+
 def _key_by_prefix(prefix: str) -> ApiKey | None:
     # Every request verifies its key: caching the row for a few seconds spares a query on the hottest path.
-    seconds = settings.CDP_API_KEY_CACHE_SECONDS
-    api_key = cache.get(_cache_key(prefix)) if seconds else None
+    api_key = cache.get(_cache_key(prefix)) if settings.CDP_API_KEY_CACHE_SECONDS else None
     if api_key is None:
         api_key = sql.fetch_instance(ApiKey, _BY_PREFIX, [prefix])
-        if api_key is not None and seconds:
-            cache.set(_cache_key(prefix), api_key, seconds)
+        if api_key is not None:
+            _remember(api_key)
     return api_key
 
 
@@ -107,6 +111,5 @@ def api_key_verify(key: str) -> ApiKey | None:
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
-        if settings.CDP_API_KEY_CACHE_SECONDS:
-            cache.set(_cache_key(api_key.prefix), api_key, settings.CDP_API_KEY_CACHE_SECONDS)
+        _remember(api_key)
     return api_key

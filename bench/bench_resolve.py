@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_identity import FEEDS, _print_quality  # noqa: E402
-from bench.benchdb import SERVER, fresh_database  # noqa: E402
+from bench.benchdb import SERVER, fresh_database, recreate_database  # noqa: E402
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
             print(f"  load {source:<7} {batch.rows_read:>9,} rows in {time.perf_counter() - started:6.1f}s")
         return
 
-    _clone(args.server, args.template, args.database)
+    recreate_database(args.database, args.server, template=args.template)
     os.environ["DATABASE_URL"] = f"{args.server}/{args.database}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cdp.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -87,17 +87,6 @@ def main() -> None:
     with connection.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM profiles_sourcerecord WHERE needs_resolution")
         assert cur.fetchone()[0] == 0
-
-
-def _clone(server: str, template: str, name: str) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(f"{server}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        cur.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-    admin.close()
 
 
 def _resolve():
