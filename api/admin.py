@@ -45,6 +45,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj.pk = created.pk
         messages.warning(request, f"The new key is {key} — copy it now, it is not stored and cannot be shown again.")
 
+    # A deleted key must stop answering at once, like a revoked one, not when its cache entry expires.
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        api_key_forget(prefixes=[obj.prefix])
+
+    def delete_queryset(self, request, queryset):
+        prefixes = list(queryset.values_list("prefix", flat=True))
+        super().delete_queryset(request, queryset)
+        api_key_forget(prefixes=prefixes)
+
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
         revoked = api_keys_revoke(ids=queryset.values_list("pk", flat=True))

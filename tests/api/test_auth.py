@@ -101,6 +101,14 @@ def test_a_verified_key_is_read_once_and_every_change_through_the_platform_appli
     assert client.get("/api/v1/segments/").status_code == 401
 
 
+def test_a_key_deleted_in_the_admin_is_refused_at_once(api_client, admin_client):
+    client = api_client(scopes=["profiles:read"])
+    assert client.get("/api/v1/profiles/").status_code == 200  # now in the verification cache
+    response = admin_client.post(f"/admin/api/apikey/{client.api_key.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and not ApiKey.objects.filter(pk=client.api_key.pk).exists()
+    assert client.get("/api/v1/profiles/").status_code == 401
+
+
 def test_without_the_cache_a_change_made_elsewhere_applies_at_once(api_client, settings):
     # Another process revoking the key writes only the database; with caching off nothing stands in between.
     settings.CDP_API_KEY_CACHE_SECONDS = 0
