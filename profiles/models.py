@@ -6,6 +6,7 @@ commit, which cost minutes on a million-record load. Those rows are written by s
 take their ids from the referenced tables in the same transaction, and deletions cascade in the ORM.
 """
 import secrets
+import time
 
 from django.db import models
 from django.db.models import Q
@@ -29,6 +30,30 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.code
+
+    # code -> (id, expiry), per process: the API's lookup by source key then reads one table, not three (planning
+    # the join with this table cost as much as running the query). Saving or deleting a source forgets it here.
+    _ids_by_code: dict[str, tuple[int, float]] = {}
+    ID_CACHE_SECONDS = 60
+
+    @classmethod
+    def id_for_code(cls, code: str) -> int | None:
+        now = time.monotonic()
+        cached = cls._ids_by_code.get(code)
+        if cached and cached[1] > now:
+            return cached[0]
+        source_id = cls.objects.filter(code=code).values_list("pk", flat=True).first()
+        if source_id is not None:
+            cls._ids_by_code[code] = (source_id, now + cls.ID_CACHE_SECONDS)
+        return source_id
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        Source._ids_by_code.clear()
+
+    def delete(self, *args, **kwargs):
+        Source._ids_by_code.clear()
+        return super().delete(*args, **kwargs)
 
 
 class FeedBatch(models.Model):

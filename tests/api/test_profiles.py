@@ -139,6 +139,7 @@ def _count_queries(client, path, **extra) -> int:
 def _steady_client(api_client, scopes):
     client = api_client(scopes=scopes)
     client.get("/api/schema/")  # the first request of a key reads and caches it and records its use
+    client.get("/api/v1/profiles/lookup/?source=core&key=-")  # and the first lookup by key caches the source's id
     return client
 
 
@@ -400,6 +401,16 @@ def test_lookup_by_post_body_and_of_an_absorbed_record(api_client, zhang, absorb
                        format="json").json()["id"] == zhang.public_id
     assert AuditRecord.objects.filter(profile_public_id=zhang.public_id).count() == 2
     assert not AuditRecord.objects.filter(path__contains=ID_NUMBER).exists()
+
+
+def test_lookup_by_key_follows_a_renamed_source_at_once(api_client, zhang):
+    client = api_client(scopes=READ)
+    assert client.get("/api/v1/profiles/lookup/?source=card&key=CARD9").status_code == 200  # caches card's id
+    card = Source.objects.get(code="card")
+    card.code = "cards"
+    card.save()
+    assert client.get("/api/v1/profiles/lookup/?source=card&key=CARD9").status_code == 404
+    assert client.get("/api/v1/profiles/lookup/?source=cards&key=CARD9").json()["id"] == zhang.public_id
 
 
 @pytest.mark.parametrize("query,status", [
