@@ -1,3 +1,8 @@
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.middleware import clickjacking, csrf
+
 from .audit import request_id_of
 
 
@@ -12,3 +17,45 @@ class RequestIdMiddleware:
         if request.path.startswith("/api/"):
             response["X-Request-ID"] = request_id_of(request)
         return response
+
+
+def carries_api_key(request) -> bool:
+    """An API call with `Authorization: Bearer ...`: ApiKeyAuthentication accepts or refuses it by its key alone,
+    never by a session (a malformed Bearer header is refused too)."""
+    if not request.path_info.startswith("/api/"):
+        return False
+    scheme = request.META.get("HTTP_AUTHORIZATION", "").split(None, 1)
+    return bool(scheme) and scheme[0].lower() == "bearer"
+
+
+class _SkippedForApiKeys:
+    """The admin's middleware (sessions, CSRF, messages, framing), run for every request but an API call with a
+    key: for that call they read and write nothing, and cost a tenth of its CPU time (0.1 of 1.1 ms measured)."""
+
+    def __call__(self, request):
+        if carries_api_key(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(_SkippedForApiKeys, sessions.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_SkippedForApiKeys, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(_SkippedForApiKeys, messages.MessageMiddleware):
+    pass
+
+
+class XFrameOptionsMiddleware(_SkippedForApiKeys, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_SkippedForApiKeys, csrf.CsrfViewMiddleware):
+    def process_view(self, request, callback, callback_args, callback_kwargs):
+        if carries_api_key(request):
+            return None
+        return super().process_view(request, callback, callback_args, callback_kwargs)

@@ -53,14 +53,16 @@ INSTALLED_APPS = [
     "api",
 ]
 
+# Django's own, except that the admin's (sessions, CSRF, auth, messages, framing) step aside for API calls made
+# with a key (api.middleware.carries_api_key).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "api.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "api.middleware.CsrfViewMiddleware",
+    "api.middleware.AuthenticationMiddleware",
+    "api.middleware.MessageMiddleware",
+    "api.middleware.XFrameOptionsMiddleware",
     "api.middleware.RequestIdMiddleware",
 ]
 

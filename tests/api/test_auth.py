@@ -8,6 +8,7 @@ import yaml
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import NoReverseMatch, URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
@@ -192,6 +193,25 @@ def test_request_id_is_echoed_or_generated(api_client):
     assert client.get("/api/schema/", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
     generated = client.get("/api/schema/", HTTP_X_REQUEST_ID="bad id\n")["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
+
+
+def test_a_key_decides_even_beside_a_staff_session(staff_client):
+    staff_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-key")
+    assert staff_client.get("/api/v1/profiles/").status_code == 401
+
+
+def test_a_staff_session_writing_to_the_api_needs_its_csrf_token(staff_user):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    response = client.post("/api/v1/tags/", {"code": "vip", "name": "VIP"}, format="json")
+    assert response.status_code == 403 and "CSRF" in response.json()["message"]
+
+
+def test_a_bearer_header_does_not_switch_off_csrf_outside_the_api(staff_user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    assert client.post("/admin/logout/", HTTP_AUTHORIZATION="Bearer anything").status_code == 403
+    assert client.get("/admin/", HTTP_AUTHORIZATION="Bearer anything").status_code == 200  # the session still counts
 
 
 def test_staff_session_reads_the_docs(staff_client):
