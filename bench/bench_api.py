@@ -85,7 +85,8 @@ def database_prepare(profiles: int) -> None:
     exists = psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'", url=ADMIN_URL)
     if exists:
         try:
-            if int(psql("SELECT count(*) FROM profiles_customerprofile")) == profiles:
+            if psql("SELECT (SELECT count(*) FROM profiles_customerprofile) || ' ' "
+                    "|| (SELECT count(*) FROM profiles_profilemetrics)") == f"{profiles} {profiles}":
                 print(f"reusing {DB_NAME} with {profiles:,} profiles")
                 return
         except subprocess.CalledProcessError:
@@ -94,8 +95,8 @@ def database_prepare(profiles: int) -> None:
     psql(f"CREATE DATABASE {DB_NAME}", url=ADMIN_URL)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
     started = time.perf_counter()
-    # Profiles with the golden attributes a channel app reads, one core source record each (for lookup by key),
-    # two tags and a consent row on some: enough that the sub-queries of a retrieve have something to find.
+    # Profiles with the golden attributes a channel app reads, one core source record each (for lookup by key) and
+    # metrics (the lifecycle stage and value tier a retrieve joins in).
     psql(f"""
         BEGIN;
         INSERT INTO profiles_feedbatch (source_id, kind, file_name, file_sha256, status, error, rows_read,
@@ -117,6 +118,15 @@ def database_prepare(profiles: int) -> None:
         SELECT b.source_id, 'C' || substr(p.public_id, 2)::bigint, p.id, p.full_name, p.gender, p.phone, p.email,
                p.city, false, '{{}}', md5(p.public_id), b.id, b.id, false, now()
         FROM profiles_customerprofile p, (SELECT id, source_id FROM profiles_feedbatch LIMIT 1) b;
+        INSERT INTO profiles_profilemetrics (profile_id, as_of, total_deposits, aum, loan_balance, card_limit,
+               card_spend_30d, card_spend_90d, card_spend_365d, txn_counts_90d, activity_90d, activity_prior_90d,
+               net_flow_90d, salary_credited, salary_monthly, product_types, open_products, closed_accounts_90d,
+               risk_level, lifecycle_stage, value_tier, clv, churn_risk, churn_signals, next_best_products,
+               computed_at)
+        SELECT id, current_date, id % 500000, 0, 0, 0, 0, 0, 0, '{{"payment": 3}}', 3, 2, 100, true, 8000,
+               '["savings"]', 1, 0, 'C3', (ARRAY['new','active','growing','declining','dormant'])[1 + id % 5],
+               (ARRAY['high','mid','low'])[1 + id % 3], 1000, 10, '{{}}', '[]', now()
+        FROM profiles_customerprofile;
         COMMIT;
         ANALYZE;
     """)
