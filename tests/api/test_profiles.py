@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 from django.db import connection
+from django.db.models import ProtectedError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -104,6 +105,16 @@ def test_staff_session_sees_clear_values_and_is_audited_as_the_user(staff_client
     assert staff_client.get(url(zhang)).json()["phone"] == "+8613912875634"
     audit = AuditRecord.objects.get()
     assert audit.user == staff_user and audit.api_key is None
+
+
+def test_a_key_or_user_named_by_audit_records_cannot_be_deleted(api_client, staff_client, staff_user, zhang):
+    client = api_client(scopes=PII)
+    client.get(url(zhang))
+    staff_client.get(url(zhang))
+    for who in (client.api_key, staff_user):
+        with pytest.raises(ProtectedError):
+            who.delete()
+    assert AuditRecord.objects.count() == 2
 
 
 def test_an_absorbed_id_answers_with_the_survivor_and_says_so(api_client, zhang, absorbed):
