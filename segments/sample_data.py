@@ -19,8 +19,12 @@ SAMPLE_SEGMENTS = (
     {"slug": "seniors-several-systems", "name": "Seniors known to several systems, reachable", "holdout_percent": 10,
      "rule": {"all": [{"segment": "seniors"}, {"tag": "multi-system"},
                       {"not": {"field": "phone", "op": "is_null"}}]}},
-    {"slug": "new-customers", "name": "First seen in the last 30 days",
-     "rule": {"field": "created_at", "op": "gte", "value": {"days_ago": 30}}},
+    {"slug": "new-customers", "name": "New: first product in the last 90 days",
+     "rule": {"field": "lifecycle_stage", "op": "eq", "value": "new"}},
+    {"slug": "travel-spenders", "name": "Card spend on travel of ¥5,000 or more in 90 days",
+     "rule": {"activity": {"kind": "card_transactions",
+                           "where": [{"field": "merchant_category", "op": "eq", "value": "travel"}],
+                           "within_days": 90, "agg": "sum", "field": "amount", "op": "gte", "value": 5000}}},
 )
 
 
