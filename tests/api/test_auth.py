@@ -1,4 +1,5 @@
 """Authentication, scopes, keys and throttling, on any endpoint."""
+import json
 import re
 from datetime import timedelta
 from io import StringIO
@@ -212,6 +213,16 @@ def test_a_bearer_header_does_not_switch_off_csrf_outside_the_api(staff_user):
     client.force_login(staff_user)
     assert client.post("/admin/logout/", HTTP_AUTHORIZATION="Bearer anything").status_code == 403
     assert client.get("/admin/", HTTP_AUTHORIZATION="Bearer anything").status_code == 200  # the session still counts
+
+
+def test_the_response_format_follows_accept_and_format(api_client):
+    client = api_client(scopes=["profiles:read"])
+    assert client.get("/api/schema/")["Content-Type"].startswith("application/vnd.oai.openapi")  # the first renderer
+    assert client.get("/api/schema/", HTTP_ACCEPT="*/*")["Content-Type"].startswith("application/vnd.oai.openapi")
+    for as_json in (client.get("/api/schema/", HTTP_ACCEPT="application/json"), client.get("/api/schema/?format=json")):
+        assert "json" in as_json["Content-Type"] and json.loads(as_json.content)["openapi"].startswith("3.")
+    assert client.get("/api/v1/profiles/", HTTP_ACCEPT="text/html")["Content-Type"].startswith("text/html")
+    assert client.get("/api/v1/profiles/", HTTP_ACCEPT="image/png").status_code == 406
 
 
 def test_staff_session_reads_the_docs(staff_client):
