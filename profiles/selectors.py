@@ -47,6 +47,8 @@ _BY_SOURCE_KEY = (
     _PROFILE_WITH_DERIVED
     + f"(SELECT profile_id FROM {SourceRecord._meta.db_table} WHERE source_id = %s AND customer_key = %s)"
 )
+
+
 def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
     """Like profile_get in one narrow query: (the live profile, the absorbed id asked for or None).
 
@@ -59,7 +61,8 @@ def profile_resolve(*, public_id: str) -> tuple[CustomerProfile, str | None]:
 
 
 def profile_get_by_source_key(*, source: str, customer_key: str) -> CustomerProfile | None:
-    """The live profile of a source's customer key (None if unknown or not yet resolved); one query."""
+    """The live profile of a source's customer key (None if unknown or not yet resolved); one query (two for a
+    record left on an absorbed profile)."""
     source_id = Source.id_for_code(source)
     if source_id is None:
         return None
