@@ -4,6 +4,7 @@ from django.contrib.sessions import middleware as sessions
 from django.middleware import clickjacking, csrf
 
 from .audit import request_id_of
+from .authentication import ApiKeyAuthentication
 
 
 class RequestIdMiddleware:
@@ -25,7 +26,7 @@ def carries_api_key(request) -> bool:
     if not request.path_info.startswith("/api/"):
         return False
     scheme = request.META.get("HTTP_AUTHORIZATION", "").split(None, 1)
-    return bool(scheme) and scheme[0].lower() == "bearer"
+    return bool(scheme) and scheme[0].lower() == ApiKeyAuthentication.keyword.lower()
 
 
 class _SkippedForApiKeys:
