@@ -47,6 +47,7 @@ from typing import Iterable, Iterator
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def train_model(
     from splink.internals.exceptions import EMTrainingException
 
     started = time.perf_counter()
-    table = _as_table(records)
+    table = _in_content_order(_as_table(records))
     if table.num_rows < 2:
         raise ValueError("train_model needs at least 2 records")
     if not 0 < deterministic_recall <= 1:
@@ -442,6 +443,16 @@ def _as_table(records: pa.Table | Iterable[dict]) -> pa.Table:
             raise ValueError(f"records lack columns {missing}")
         return records.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
     return pa.Table.from_pylist(list(records), schema=RECORD_SCHEMA)
+
+
+def _in_content_order(table: pa.Table) -> pa.Table:
+    """The records sorted by the values training reads and renumbered 0, 1, ...: the record sample here and
+    Splink's pair sample (a hash of the unique id) then depend on the data alone. With the stored record ids, a
+    load that ran again after an interrupted one (the same records under higher ids) could train another model."""
+    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in (*COMPARED_COLUMNS, "gender")])
+    ordered = table.take(order)
+    renumbered = pa.array(np.arange(ordered.num_rows, dtype=np.int64))
+    return ordered.set_column(ordered.schema.get_field_index("record_id"), "record_id", renumbered)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from profiles import probabilistic
@@ -258,6 +259,13 @@ def test_deterministic_for_a_seed(model, links, records):
     assert again == model
     assert score_pairs(again, records, review_threshold=REVIEW) == links
     assert train_model(records, seed=43) != model
+
+
+def test_the_model_depends_on_the_records_not_on_their_ids_or_order(model, records):
+    # The same records loaded again after an interrupted load: higher ids; and another load order.
+    renumbered = records.set_column(0, "record_id", pc.add(records.column("record_id"), 10_000))
+    reordered = renumbered.take(pa.array(range(records.num_rows - 1, -1, -1)))
+    assert train_model(reordered, seed=42) == model
 
 
 def test_model_is_json_and_reusable_on_another_table(model):
