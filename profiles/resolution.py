@@ -347,13 +347,18 @@ def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *, grou
         return {name: np.empty(0, dtype=np.int64) for name in columns}
     table = duck.sql(
         f"SELECT record_id, rule_id, key_hi, key_lo{_KEY_GROUP_COLUMNS if grouped else ''} FROM ("
-        f"SELECT record_id, rule_id, md5_number_upper(k) AS key_hi, md5_number_lower(k) AS key_lo "
-        f"FROM ({' UNION ALL '.join(selects)}) x) k{_KEY_GROUP_WINDOW if grouped else ''}",
+        f"SELECT record_id, rule_id, {_MD5_HALVES} "
+        f"FROM (SELECT record_id, rule_id, md5_number(k) AS h FROM ({' UNION ALL '.join(selects)}) x) x) "
+        f"k{_KEY_GROUP_WINDOW if grouped else ''}",
         params=params,
     ).to_arrow_table()
     return {name: _int64(table.column(name)) for name in table.column_names}
 
 
+# md5_number_upper(k) and md5_number_lower(k) from one digest (the two functions hash the key twice): DuckDB's
+# 128-bit md5_number holds the upper half in its low 64 bits.
+_MD5_HALVES = ("CAST(h & CAST(18446744073709551615 AS UHUGEINT) AS UBIGINT) AS key_hi, "
+               "CAST(h >> 64 AS UBIGINT) AS key_lo")
 _KEY_GROUP_COLUMNS = ", MIN(record_id) OVER w AS anchor, COUNT(*) OVER w AS holders"
 _KEY_GROUP_WINDOW = " WINDOW w AS (PARTITION BY rule_id, key_hi, key_lo)"
 
@@ -389,9 +394,12 @@ def _run_probabilistic_tier(report: ResolutionReport, touched: _Touched, records
         # Candidates: records no key links to another record, and no reviewer link either.
         manual = sql.fetch_int64_columns(
             f"SELECT record_a_id AS a, record_b_id AS b FROM {T_LINK} WHERE kind = 'manual'")
-        linked = np.union1d(np.unique(keys["record_id"][groups["holders"] > 1]), np.union1d(manual["a"], manual["b"]))
         ids = _int64(records.column("id"))
-        candidates = ids[~np.isin(ids, linked)]
+        # Flags indexed by record id: linear, where sorting ten million keys to find the linked records is not.
+        linked = np.zeros(int(ids.max()) + 1, dtype=bool)
+        for linked_ids in (keys["record_id"][groups["holders"] > 1], manual["a"], manual["b"]):
+            linked[linked_ids] = True
+        candidates = ids[~linked[ids]]
     else:
         sql.create_temp_table("resolve_candidates", "record_id BIGINT PRIMARY KEY")
         sql.execute(
@@ -596,11 +604,12 @@ def _conflicted_labels(labels: np.ndarray, dnl_pairs: tuple, valid_at: np.ndarra
     too_large = np.flatnonzero(np.bincount(labels) > settings.CDP_MAX_CLUSTER_SIZE)
     x, y = dnl_pairs
     apart = labels[x][labels[x] == labels[y]]
-    ids = np.unique(np.stack([labels[valid_at], id_type, id_hash]), axis=1)
-    # After np.unique, a (label, type) that repeats has two different numbers.
-    label_type = ids[:2]
-    repeated = np.flatnonzero(np.all(label_type[:, 1:] == label_type[:, :-1], axis=0))
-    return np.unique(np.concatenate([too_large, apart, ids[0][repeated]]))
+    # Sorted by (label, type, number), a cluster holds two numbers of one type where neighbours differ in number only.
+    valid_labels = labels[valid_at]
+    order = np.lexsort((id_hash, id_type, valid_labels))
+    label, kind, number = valid_labels[order], id_type[order], id_hash[order]
+    two_numbers = (label[1:] == label[:-1]) & (kind[1:] == kind[:-1]) & (number[1:] != number[:-1])
+    return np.unique(np.concatenate([too_large, apart, label[1:][two_numbers]]))
 
 
 def _split_conflicted(labels, edges, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs) -> np.ndarray:
