@@ -47,7 +47,6 @@ from typing import Iterable, Iterator
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +131,24 @@ def train_model(
     from splink.internals.exceptions import EMTrainingException
 
     started = time.perf_counter()
-    table = _in_content_order(_as_table(records))
+    table = _as_table(records)
     if table.num_rows < 2:
         raise ValueError("train_model needs at least 2 records")
     if not 0 < deterministic_recall <= 1:
         raise ValueError("deterministic_recall must be in (0, 1]")
     total_records = sample_size = table.num_rows
+    rows = _content_order(table)
     if max_training_records is not None and table.num_rows > max_training_records:
         # Seeded uniform sample of records. Every pair survives with the same probability (p squared), so the
         # proportions estimated on it (lambda, u, m) are unbiased for the full table; EM sees p squared of the
         # matching pairs, which is plenty at this size.
         rng = np.random.default_rng(seed)
-        keep = np.sort(rng.choice(table.num_rows, size=max_training_records, replace=False))
-        table = table.take(pa.array(keep))
-        sample_size = table.num_rows
+        rows = rows[np.sort(rng.choice(table.num_rows, size=max_training_records, replace=False))]
+        sample_size = len(rows)
+    # Numbered in that order: Splink samples pairs by a hash of the unique id, which then depends on the data too.
+    table = table.take(pa.array(rows))
+    table = table.set_column(table.schema.get_field_index("record_id"), "record_id",
+                             pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
     with _splink_session(table) as (db_api, con, records_sdf):
         settings = SettingsCreator(
@@ -445,14 +448,14 @@ def _as_table(records: pa.Table | Iterable[dict]) -> pa.Table:
     return pa.Table.from_pylist(list(records), schema=RECORD_SCHEMA)
 
 
-def _in_content_order(table: pa.Table) -> pa.Table:
-    """The records sorted by the values training reads and renumbered 0, 1, ...: the record sample here and
-    Splink's pair sample (a hash of the unique id) then depend on the data alone. With the stored record ids, a
-    load that ran again after an interrupted one (the same records under higher ids) could train another model."""
-    order = pc.sort_indices(table, sort_keys=[(name, "ascending") for name in (*COMPARED_COLUMNS, "gender")])
-    ordered = table.take(order)
-    renumbered = pa.array(np.arange(ordered.num_rows, dtype=np.int64))
-    return ordered.set_column(ordered.schema.get_field_index("record_id"), "record_id", renumbered)
+def _content_order(table: pa.Table) -> np.ndarray:
+    """Row positions in the order of a digest of the values training reads, so that the record sample and the pair
+    sample depend on the data alone. By the stored record ids, the same records under higher ids (a load re-run
+    after an interrupted one) could train another model."""
+    with duckdb.connect(":memory:") as con:
+        con.register("cdp_input", table)
+        digests = con.execute(f"SELECT hash({', '.join((*COMPARED_COLUMNS, 'gender'))}) FROM cdp_input").fetchnumpy()
+    return np.argsort(next(iter(digests.values())), kind="stable")
 
 
 @contextlib.contextmanager
