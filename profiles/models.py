@@ -545,7 +545,8 @@ class MetricsConfig(models.Model):
 
 
 class ProfileMetrics(models.Model):
-    """A profile's financial picture and derived attributes as of a date; amounts in CNY."""
+    """A profile's financial picture and derived attributes as of a date; amounts in CNY. Stored with half of each
+    page free on PostgreSQL (migration 0011), as every recomputation rewrites its rows."""
 
     profile = models.OneToOneField(CustomerProfile, on_delete=models.CASCADE, primary_key=True, related_name="metrics",
                                    db_constraint=False)
