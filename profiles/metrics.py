@@ -8,7 +8,8 @@ out of the aggregates (the load counted it as a warning).
 Time windows end at the end of the `as_of` day in the configured time zone: "last 30 days" is the 30 calendar
 days as_of-29 .. as_of. The rules and thresholds of the derived attributes are in MetricsConfig and the README.
 Every date, window and threshold goes into a one-row temp table, `metrics_params`, that the statements join:
-the SQL stays free of interpolated values and of long positional parameter lists.
+the SQL stays free of interpolated values and of long positional parameter lists. The windows of the activity
+scans are bound by name instead, since a scan that joins a temp table cannot run in parallel workers.
 """
 import time
 from dataclasses import asdict, dataclass, field
@@ -84,8 +85,7 @@ def _vendor_sql() -> dict[str, str]:
             "age": "EXTRACT(YEAR FROM age(m.as_of, p.birth_date))::int",
             "tenure": "(EXTRACT(YEAR FROM age(m.as_of, b.first_product_on)) * 12 "
                       "+ EXTRACT(MONTH FROM age(m.as_of, b.first_product_on)))::int",
-            "params": "as_of DATE, day_end TIMESTAMPTZ, t30 TIMESTAMPTZ, t90 TIMESTAMPTZ, t180 TIMESTAMPTZ, "
-                      "t365 TIMESTAMPTZ, salary_since TIMESTAMPTZ, dormant_since TIMESTAMPTZ, "
+            "params": "as_of DATE, salary_since TIMESTAMPTZ, dormant_since TIMESTAMPTZ, "
                       "churned_since TIMESTAMPTZ, new_since DATE, dormant_day DATE, churned_day DATE, "
                       "closed_since DATE, down NUMERIC, up NUMERIC, share NUMERIC, high_value NUMERIC, "
                       "mid_value NUMERIC, deposit_margin NUMERIC, aum_margin NUMERIC, loan_margin NUMERIC, "
@@ -106,21 +106,21 @@ def _vendor_sql() -> dict[str, str]:
         "tenure": "((CAST(strftime('%%Y', m.as_of) AS INTEGER) - CAST(strftime('%%Y', b.first_product_on) AS INTEGER)) "
                   "* 12 + CAST(strftime('%%m', m.as_of) AS INTEGER) - CAST(strftime('%%m', b.first_product_on) AS INTEGER) "
                   "- (CAST(strftime('%%d', m.as_of) AS INTEGER) < CAST(strftime('%%d', b.first_product_on) AS INTEGER)))",
-        "params": "as_of, day_end, t30, t90, t180, t365, salary_since, dormant_since, churned_since, new_since, "
+        "params": "as_of, salary_since, dormant_since, churned_since, new_since, "
                   "dormant_day, churned_day, closed_since, down, up, share, high_value, mid_value, deposit_margin, "
                   "aum_margin, loan_margin, card_margin, clv_multiplier",
     }
 
 
 def _build_params(as_of: date, config: MetricsConfig, v: dict[str, str]) -> dict[str, object]:
-    """Fill metrics_params; returns the windows of the transaction scans (day_end, t30, t90, t180, t365) as values
-    to bind: a scan that joins no temp table can run in parallel workers."""
+    """Fill metrics_params; returns the windows of the activity scans (day_end, t30, t90, t180, t365) to bind."""
     end = timezone.make_aware(datetime.combine(as_of + timedelta(days=1), dt_time.min))
     ops = connection.ops
+    windows = {name: ops.adapt_datetimefield_value(end - timedelta(days=n)) for name, n in (
+        ("day_end", 0), ("t30", 30), ("t90", ACTIVITY_WINDOW_DAYS), ("t180", 2 * ACTIVITY_WINDOW_DAYS),
+        ("t365", 365))}
     instant = [ops.adapt_datetimefield_value(end - timedelta(days=n)) for n in (
-        0, 30, ACTIVITY_WINDOW_DAYS, 2 * ACTIVITY_WINDOW_DAYS, 365, SALARY_WINDOW_DAYS, config.dormant_days,
-        config.churned_days)]
-    windows = dict(zip(("day_end", "t30", "t90", "t180", "t365"), instant))
+        SALARY_WINDOW_DAYS, config.dormant_days, config.churned_days)]
     days = [ops.adapt_datefield_value(as_of - timedelta(days=n)) for n in (
         0, config.new_days, config.dormant_days, config.churned_days, ACTIVITY_WINDOW_DAYS)]
     share = config.change_share
