@@ -72,7 +72,7 @@ class _Stager:
         parsed = parse_chunk(self.kind, table, hasher=self.hasher, time_zone=self.time_zone)
         keep = np.ones(table.num_rows, dtype=bool)
         keep[parsed.rejected] = False
-        numbers = table.column("rn").to_pylist()
+        numbers = table.column("rn").combine_chunks()
         accepted: list[tuple[int, tuple]] = []
         # Rows a column parser rejected: the row parser gives the reason (or, rarely, accepts the row).
         for position in parsed.rejected:
@@ -81,7 +81,7 @@ class _Stager:
                 customer_key = text_field(row, "customer_key", max_len=64) if spec.per_customer else None
                 values = spec.parse(row)
             except RowRejected as exc:
-                state.rejected.append((numbers[position], str(exc), redact_raw_row(row)))
+                state.rejected.append((numbers[int(position)].as_py(), str(exc), redact_raw_row(row)))
                 continue
             accepted.append((int(position), (customer_key, *values)))
         mask = pa.array(keep)
@@ -100,12 +100,12 @@ class _Stager:
             unknown = ~pc.is_in(columns["currency"], value_set=self.known_currencies).to_numpy(zero_copy_only=False)
             if unknown.any():
                 state.warnings["currency_without_fx_rate"] += int(unknown.sum())
-        digests = row_digests(table, self.hasher)
         rows = len(positions)
+        taken = pa.array(positions)
         columns.update(
-            row_number=pa.array([numbers[p] for p in positions], pa.int64()),
+            row_number=numbers.take(taken).cast(pa.int64()),
             source_id=pa.array(np.full(rows, self.source.pk, dtype=np.int64)),
-            row_digest=pa.array([digests[p] for p in positions], pa.string()),
+            row_digest=row_digests(table, self.hasher).take(taken),
             last_batch_id=pa.array(np.full(rows, self.batch_id, dtype=np.int64)),
         )
         order = ("row_number", *_stage_columns(spec))

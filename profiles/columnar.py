@@ -204,6 +204,15 @@ def luhn_valid(digits: pa.Array) -> np.ndarray:
     return valid
 
 
+# DuckDB scans a registered Arrow table one record batch per thread: a chunk arriving as a single batch would
+# be hashed on one core.
+_MORSEL_ROWS = 25_000
+
+
+def _in_morsels(table: pa.Table) -> pa.Table:
+    return pa.Table.from_batches(table.to_batches(max_chunksize=_MORSEL_ROWS), table.schema)
+
+
 class KeyedHasher:
     """normalize.keyed_hash for whole columns: HMAC-SHA256 composed from two SHA-256 calls in DuckDB."""
 
@@ -218,7 +227,7 @@ class KeyedHasher:
     def __call__(self, values: pa.Array, purpose: str) -> pa.Array:
         if len(values) == 0:
             return pa.array([], STRING)
-        self.con.register("hash_input", pa.table({"v": values}))
+        self.con.register("hash_input", _in_morsels(pa.table({"v": values})))
         try:
             result = self.con.sql(
                 "SELECT substr(sha256($outer || unhex(sha256($inner || encode($purpose || chr(31) || v)))), 1, 32) "
@@ -228,10 +237,11 @@ class KeyedHasher:
             self.con.unregister("hash_input")
         return result.column(0).combine_chunks().cast(STRING)
 
-    def row_digests(self, table: pa.Table, names: list[str]) -> tuple[list[str], np.ndarray]:
+    def row_digests(self, table: pa.Table, names: list[str]) -> tuple[pa.Array, np.ndarray]:
         """feeds.row_digest of every row over the columns `names` (sorted), and the rows it may be wrong for:
         those with whitespace other than spaces, which str.strip removes and SQL's trim keeps."""
-        self.con.register("digest_input", pa.table({f"c{i}": table.column(name) for i, name in enumerate(names)}))
+        self.con.register("digest_input",
+                          _in_morsels(pa.table({f"c{i}": table.column(name) for i, name in enumerate(names)})))
         parts = ", ".join(f"CASE WHEN trim(c{i}) <> '' THEN $n{i} || chr(30) || trim(c{i}) END" for i in range(len(names)))
         params = {f"n{i}": name for i, name in enumerate(names)}
         params["space"] = f"[{_PY_SPACE}]"
@@ -242,7 +252,7 @@ class KeyedHasher:
             ).to_arrow_table()
         finally:
             self.con.unregister("digest_input")
-        return result.column(0).to_pylist(), as_mask(result.column(1).combine_chunks())
+        return result.column(0).combine_chunks().cast(STRING), as_mask(result.column(1).combine_chunks())
 
 
 def join_present(arrays: list[pa.Array], separator: str) -> pa.Array:

@@ -345,15 +345,17 @@ def _dedup_keys(table: pa.Table) -> list[str]:
     return keys
 
 
-def row_digests(table: pa.Table, hasher: columnar.KeyedHasher) -> list[str]:
+def row_digests(table: pa.Table, hasher: columnar.KeyedHasher) -> pa.Array:
     """row_digest of every row of the chunk."""
     names = sorted(c for c in table.column_names if c != "rn")
     if not names:
-        return [row_digest({})] * table.num_rows
+        return pa.array([row_digest({})] * table.num_rows, pa.string())
     digests, python_rows = hasher.row_digests(table, names)
-    for position in np.flatnonzero(python_rows):
-        digests[position] = row_digest({name: table.column(name)[int(position)].as_py() for name in names})
-    return digests
+    if not python_rows.any():
+        return digests
+    exact = [row_digest({name: table.column(name)[int(position)].as_py() for name in names})
+             for position in np.flatnonzero(python_rows)]
+    return pc.replace_with_mask(digests, pa.array(python_rows), pa.array(exact, pa.string()))
 
 
 def _python_row(table: pa.Table, position: int) -> dict[str, str]:
@@ -398,7 +400,7 @@ class _Stager:
             return
         numbers = table.column("rn").to_pylist()
         keys = _dedup_keys(table)
-        digests = row_digests(table, self.hasher)
+        digests = row_digests(table, self.hasher).to_pylist()
         fresh = []
         for position, (number, key, digest) in enumerate(zip(numbers, keys, digests)):
             if key:
