@@ -14,6 +14,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from pgpq import ArrowToPostgresBinaryEncoder
+from pgpq import encoders as pgpq_encoders
+from pgpq import schema as pgpq_schema
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -135,13 +138,33 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
             cur.executemany(f"INSERT INTO {quote(table)} ({cols}) VALUES ({placeholders})", batch)
 
 
+# Arrow integer types by the PostgreSQL column they are copied into: binary COPY takes a value of exactly the
+# column's width.
+_ARROW_INTEGER_FOR = {"smallint": pa.int16(), "integer": pa.int32(), "bigint": pa.int64()}
+
+
 def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
-    """COPY the rows of an Arrow table, rendered by the Arrow CSV writer, through a psycopg2 cursor."""
-    sink = pa.BufferOutputStream()
-    # Every value quoted, so an unquoted empty field is NULL and "" an empty string, as COPY reads them.
-    pacsv.write_csv(data, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    """COPY the rows of an Arrow table through a psycopg2 cursor in PostgreSQL's binary format (pgpq encodes it):
+    the server reads numbers, dates and timestamps as they are instead of parsing text, about three times less
+    work than CSV for the server and for us."""
+    cursor.execute("SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = %s::regclass "
+                   "AND attnum > 0 AND NOT attisdropped", [quote(table)])
+    column_types = dict(cursor.fetchall())
+    columns, encoders = [], {}
+    for name in data.column_names:
+        column, pg_type = data.column(name), column_types[name]
+        if pa.types.is_integer(column.type) and pg_type in _ARROW_INTEGER_FOR:
+            column = column.cast(_ARROW_INTEGER_FOR[pg_type])
+        columns.append(column)
+    data = pa.table(columns, names=data.column_names)
+    for field in data.schema:
+        encoders[field.name] = (pgpq_encoders.StringEncoderBuilder.new_with_output(field, pgpq_schema.Jsonb())
+                                if column_types[field.name] == "jsonb"
+                                else ArrowToPostgresBinaryEncoder.infer_encoder(field))
+    encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(data.schema, encoders)
+    payload = b"".join([encoder.write_header(), *(encoder.write_batch(b) for b in data.to_batches()), encoder.finish()])
     cols = ", ".join(quote(c) for c in data.column_names)
-    cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv)", pa.BufferReader(sink.getvalue()),
+    cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload),
                        size=1 << 20)
 
 
