@@ -8,12 +8,16 @@ Files are read in chunks (Arrow's CSV reader, or read_feed), each chunk parsed c
 (profiles.activity_columnar, with the row parsers of profiles.activity_kinds for what it cannot parse) and staged in
 a temp table (COPY on PostgreSQL); everything after that is set-based: duplicates inside the file, the
 created/updated/unchanged counts, and one INSERT ... SELECT ... ON CONFLICT DO UPDATE that only rewrites rows whose
-digest changed.
+digest changed. A first load into an empty table on PostgreSQL has nothing to match: its rows are copied straight
+into the table with the table's indexes dropped, and each index is built once at the end (the table is locked
+against readers until the load commits).
 """
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +34,9 @@ from .normalize import RowRejected, redact_raw_row
 
 __all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load"]
 
+STAGE = "activity_stage"
+
+
 def _stage_columns(spec: ActivityKind) -> tuple[str, ...]:
     head = ("source_id", "customer_key") if spec.per_customer else ("source_id",)
     body = tuple(c for c in spec.columns if c not in head)
@@ -41,14 +48,18 @@ class _Staged:
     rejected: list[tuple[int, str, dict]] = field(default_factory=list)
     warnings: Counter = field(default_factory=Counter)
     rows_read: int = 0
+    rows_staged: int = 0
+    # The key within the file (_file_key) and the row number of every staged row, chunk by chunk.
+    keys: list[pa.Table] = field(default_factory=list)
 
 
 class _Stager:
-    """Parses chunks of one activity feed into the temp table activity_stage (with `row_number`)."""
+    """Parses chunks of one activity feed into `target`: the temp table activity_stage (with `row_number`), or on
+    a first load the activity table itself (see _empty_and_locked)."""
 
     def __init__(self, *, spec: ActivityKind, kind: str, source: Source, batch_id: int, known_currencies: set[str],
-                 writer: sql.CopyPipeline):
-        self.writer = writer
+                 writer: sql.CopyPipeline, target: str):
+        self.writer, self.target = writer, target
         self.spec, self.kind, self.source, self.batch_id = spec, kind, source, batch_id
         self.known_currencies = pa.array(sorted(known_currencies), pa.string())
         self.hasher = KeyedHasher()
@@ -108,30 +119,61 @@ class _Stager:
             row_digest=row_digests(table, self.hasher).take(taken),
             last_batch_id=pa.array(np.full(rows, self.batch_id, dtype=np.int64)),
         )
-        order = ("row_number", *_stage_columns(spec))
-        self.writer.put("activity_stage", pa.table({name: columns[name] for name in order}))
+        staged = pa.table({name: columns[name] for name in ("row_number", *_stage_columns(spec))})
+        if accepted:  # rows in file order, so a first load's ids follow it (see _reject_duplicates)
+            staged = staged.sort_by("row_number")
+        state.rows_staged += staged.num_rows
+        state.keys.append(staged.select([*_file_key(spec), "row_number"]))
+        self.writer.put(self.target, staged if self.target == STAGE else staged.drop_columns(["row_number"]))
 
 
-def _reject_duplicates(spec: ActivityKind, state: _Staged) -> None:
-    """A key seen twice in one file: the first row loads, later ones are rejected (set-based, any file size)."""
-    key = spec.key
-    keys = ", ".join(sql.quote(c) for c in key)
-    join = " AND ".join(f"s.{sql.quote(c)} = f.{sql.quote(c)}" for c in key)
-    shown = [c for c in spec.key if c != "source_id"]
-    duplicates = sql.fetch_all(
-        f"SELECT s.row_number, f.first_row, {', '.join('s.' + sql.quote(c) for c in shown)} FROM activity_stage s "
-        f"JOIN (SELECT {keys}, MIN(row_number) AS first_row FROM activity_stage GROUP BY {keys} HAVING COUNT(*) > 1) f "
-        f"ON {join} WHERE s.row_number > f.first_row"
-    )
+def _file_key(spec: ActivityKind) -> list[str]:
+    """The natural key within one file, whose source is one."""
+    return [c for c in spec.key if c != "source_id"]
+
+
+def _reject_duplicates(spec: ActivityKind, state: _Staged, target: str) -> int:
+    """A key seen twice in one file: the first row loads, later ones are rejected and removed from `target`.
+    Found in-process over the staged keys (DuckDB, one hash aggregate over the file's keys, kept in memory at about
+    20 bytes a row); returns how many."""
+    shown = _file_key(spec)
+    if not state.keys:
+        return 0
+    keys = ", ".join(f'"{c}"' for c in shown)
+    selected = ", ".join(f's."{c}"' for c in shown)
+    with duckdb.connect() as duck:
+        duck.register("staged_keys", pa.concat_tables(state.keys))
+        duplicates = duck.execute(
+            f"WITH repeated AS (SELECT {keys}, MIN(row_number) AS first_row FROM staged_keys GROUP BY {keys} "
+            f"HAVING COUNT(*) > 1) SELECT s.row_number, r.first_row, {selected} "
+            f"FROM staged_keys s JOIN repeated r USING ({keys}) WHERE s.row_number > r.first_row ORDER BY s.row_number"
+        ).fetchall()
+    state.keys = []
     if not duplicates:
-        return
-    sql.create_temp_table("activity_duplicate", "row_number BIGINT PRIMARY KEY")
-    sql.bulk_insert("activity_duplicate", ("row_number",), ((n,) for n, *_ in duplicates))
-    sql.execute("DELETE FROM activity_stage WHERE row_number IN (SELECT row_number FROM activity_duplicate)")
-    sql.drop_temp_table("activity_duplicate")
+        return 0
+    if target == STAGE:
+        sql.create_temp_table("activity_duplicate", "row_number BIGINT PRIMARY KEY")
+        sql.bulk_insert("activity_duplicate", ("row_number",), ((n,) for n, *_ in duplicates))
+        sql.execute("DELETE FROM activity_stage WHERE row_number IN (SELECT row_number FROM activity_duplicate)")
+        sql.drop_temp_table("activity_duplicate")
+    else:
+        # The table held only this file's rows, written in file order: of each repeated key, the lowest id stays.
+        table = sql.quote(target)
+        columns = ", ".join(sql.quote(c) for c in shown)
+        sql.drop_temp_table("activity_duplicate")
+        sql.execute(f"CREATE TEMP TABLE activity_duplicate AS SELECT {columns} FROM {table} WHERE 1 = 0")
+        sql.bulk_insert("activity_duplicate", shown, {tuple(values) for _, _, *values in duplicates})
+        match = " AND ".join(f"t.{sql.quote(c)} = d.{sql.quote(c)}" for c in shown)
+        sql.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM (SELECT t.id, ROW_NUMBER() OVER "
+            f"(PARTITION BY {', '.join(f't.{sql.quote(c)}' for c in shown)} ORDER BY t.id) AS n FROM {table} t "
+            f"JOIN activity_duplicate d ON {match}) x WHERE n > 1)"
+        )
+        sql.drop_temp_table("activity_duplicate")
     for row_number, first_row, *key_values in duplicates:
         state.rejected.append((row_number, f"{shown[-1]}: duplicate of row {first_row}",
                                dict(zip(shown, map(str, key_values)))))
+    return len(duplicates)
 
 
 def _count_and_upsert(spec: ActivityKind, state: _Staged) -> tuple[int, int, int]:
@@ -150,10 +192,10 @@ def _count_and_upsert(spec: ActivityKind, state: _Staged) -> tuple[int, int, int
                               f"WHERE s.{snapshot} < t.{snapshot}")[0][0]
         if stale:
             state.warnings["older_snapshot_ignored"] += stale
+    staged = state.rows_staged
     # WHERE 1 = 1 keeps SQLite from reading ON CONFLICT as a join clause of the SELECT.
     upsert = (f"INSERT INTO {table} ({cols}) SELECT {cols} FROM activity_stage WHERE 1 = 1 "
               f"ON CONFLICT ({', '.join(sql.quote(c) for c in key)}) DO UPDATE SET {updates} WHERE {changed}")
-    staged = sql.fetch_all("SELECT COUNT(*) FROM activity_stage")[0][0]
     if sql.is_postgres():
         # One pass: a row the upsert inserted has no deleting transaction (xmax 0), one it updated has.
         created, written = sql.fetch_all(
@@ -170,6 +212,17 @@ def _count_and_upsert(spec: ActivityKind, state: _Staged) -> tuple[int, int, int
     return int(created), int(updated), int(staged - created - updated)
 
 
+def _empty_and_locked(table: str) -> bool:
+    """On PostgreSQL, whether the activity table is empty; an empty one is then locked against every other reader
+    and writer until the load commits (its indexes are dropped and built again), so it stays empty meanwhile.
+    Elsewhere (SQLite, where indexes stay) every load goes through the stage."""
+    table = sql.quote(table)
+    if not sql.is_postgres() or sql.fetch_all(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0]:
+        return False
+    sql.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    return not sql.fetch_all(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0]
+
+
 def _lock(source: Source, kind: str) -> None:
     if sql.is_postgres():
         sql.execute("SELECT pg_advisory_lock(%s)", [sql.advisory_lock_key(f"activity:{kind}", source.pk)])
@@ -184,7 +237,11 @@ def _unlock(source: Source, kind: str) -> None:
         sql.execute("SELECT pg_advisory_unlock(%s)", [sql.advisory_lock_key(f"activity:{kind}", source.pk)])
 
 
-def _create_stage(spec: ActivityKind) -> None:
+def _create_stage(spec: ActivityKind, target: str) -> None:
+    """An empty activity_stage, or (a first load) an empty activity table again."""
+    if target != STAGE:
+        sql.execute(f"DELETE FROM {sql.quote(target)}")
+        return
     columns = _stage_columns(spec)
     sql.drop_temp_table("activity_stage")
     sql.execute(
@@ -195,19 +252,19 @@ def _create_stage(spec: ActivityKind) -> None:
 
 
 def _stage_file(path: Path, *, spec: ActivityKind, kind: str, source: Source, encoding: str, batch_id: int,
-                known_currencies: set[str], progress: bool) -> _Staged:
-    """Read and parse every row of the file into activity_stage; the rows read, rejects and warnings."""
+                known_currencies: set[str], progress: bool, target: str) -> _Staged:
+    """Read and parse every row of the file into `target`; the rows read, rejects and warnings."""
     mapping = dict(source.column_mapping)
     if not spec.per_customer:
         mapping["currency"] = "customer_key"
-    _create_stage(spec)
+    _create_stage(spec, target)
     with sql.CopyPipeline() as writer:
         stager = _Stager(spec=spec, kind=kind, source=source, batch_id=batch_id, known_currencies=known_currencies,
-                         writer=writer)
+                         writer=writer, target=target)
 
         def restart() -> None:
             writer.drain()
-            _create_stage(spec)
+            _create_stage(spec, target)
             stager.state = _Staged()
 
         stage_chunks(path, mapping=mapping, encoding=encoding, add=stager.add, restart=restart, progress=progress,
@@ -232,12 +289,22 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
         try:
             with transaction.atomic():
                 sql.set_work_mem()
-                state = _stage_file(path, spec=spec, kind=kind, source=source, encoding=encoding, batch_id=batch.pk,
-                                    known_currencies=known_currencies, progress=progress)
-                sql.analyze("activity_stage")
-                _reject_duplicates(spec, state)
-                created, updated, unchanged = _count_and_upsert(spec, state)
-                sql.drop_temp_table("activity_stage")
+                table = spec.model._meta.db_table
+                # A first load (a backfill of millions of rows) writes straight into the table, and one sorted
+                # build per index afterwards costs a fraction of inserting every row into every index.
+                first_load = _empty_and_locked(table)
+                target = table if first_load else STAGE
+                with sql.indexes_rebuilt(table) if first_load else contextlib.nullcontext():
+                    state = _stage_file(path, spec=spec, kind=kind, source=source, encoding=encoding,
+                                        batch_id=batch.pk, known_currencies=known_currencies, progress=progress,
+                                        target=target)
+                    state.rows_staged -= _reject_duplicates(spec, state, target)
+                if first_load:
+                    created, updated, unchanged = state.rows_staged, 0, 0
+                else:
+                    sql.analyze(STAGE)
+                    created, updated, unchanged = _count_and_upsert(spec, state)
+                    sql.drop_temp_table(STAGE)
                 RejectedRow.objects.bulk_create(
                     [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],
                     batch_size=5000,

@@ -3,6 +3,7 @@ import gzip
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from profiles.activity import activity_feed_load
 from profiles.models import (
@@ -50,6 +51,21 @@ def test_transactions_load_while_bad_rows_are_rejected_with_row_number_and_reaso
     assert Transaction.objects.get(txn_key="T1").amount == Decimal("-100.00")
 
 
+@pytest.mark.parametrize("first_load", [True, False], ids=["into an empty table", "into a loaded table"])
+def test_of_a_key_repeated_in_one_file_the_first_row_loads(write_feed, first_load):
+    header = list(txn("x"))
+    if not first_load:
+        activity_feed_load(source="core", kind="transactions", path=write_feed([txn("T0")], header=header))
+    rows = [txn("T1", amount="8,000.50"), txn("T2"), txn("T1", amount="-1"), txn("T2", amount="-2")]
+    batch = activity_feed_load(source="core", kind="transactions", path=write_feed(rows, header=header))
+
+    assert (batch.rows_created, batch.rows_rejected) == (2, 2)
+    assert rejects(batch) == {3: "txn_key: duplicate of row 1", 4: "txn_key: duplicate of row 2"}
+    amounts = dict(Transaction.objects.values_list("txn_key", "amount"))
+    assert amounts == {**({} if first_load else {"T0": Decimal("-100.00")}),
+                       "T1": Decimal("8000.50"), "T2": Decimal("-100.00")}
+
+
 def test_reloading_the_same_transactions_changes_nothing_and_a_changed_row_is_updated(write_feed):
     header = list(txn("x"))
     path = write_feed([txn("T1"), txn("T2")], header=header)
@@ -82,17 +98,25 @@ def test_a_file_that_is_not_the_feed_fails_and_changes_nothing(write_feed, tmp_p
     assert list(Transaction.objects.values_list("txn_key", flat=True)) == ["T1"]
 
 
-def test_a_load_that_crashes_half_way_keeps_nothing(write_feed, monkeypatch):
+@pytest.mark.parametrize("first_load", [True, False], ids=["into an empty table", "into a loaded table"])
+def test_a_load_that_crashes_half_way_keeps_nothing(write_feed, monkeypatch, first_load):
     import profiles.activity as activity
 
-    def broken(spec, state):
+    if not first_load:
+        activity_feed_load(source="core", kind="transactions", path=write_feed([txn("T0")], header=list(txn("x"))))
+
+    def broken(spec, state, target):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(activity, "_count_and_upsert", broken)
+    # Every row is staged by then, and on a first load already written into the table with its indexes dropped.
+    monkeypatch.setattr(activity, "_reject_duplicates", broken)
     with pytest.raises(RuntimeError):
         activity_feed_load(source="core", kind="transactions", path=write_feed([txn("T1")], header=list(txn("x"))))
-    assert not Transaction.objects.exists()
-    assert FeedBatch.objects.get(kind="transactions").status == FeedBatch.Status.FAILED
+    assert list(Transaction.objects.values_list("txn_key", flat=True)) == ([] if first_load else ["T0"])
+    assert FeedBatch.objects.filter(kind="transactions").latest("pk").status == FeedBatch.Status.FAILED
+    with connection.cursor() as cur:
+        indexes = connection.introspection.get_constraints(cur, Transaction._meta.db_table)
+    assert {"uniq_txn_key", "txn_customer_covering"} <= set(indexes)
 
 
 def test_accounts_validate_product_type_dates_and_balance(write_feed):
