@@ -1,6 +1,12 @@
-"""Activity benchmark on PostgreSQL: transaction feed load rate against COPY of the same file (into a plain table, and
-then on into a table with the transaction table's indexes: the floor of any load), a reload, BRIN
+"""Activity benchmark on PostgreSQL: transaction feed load rates against plain SQL on the same rows, a reload, BRIN
 against B-tree on occurred_at, and the metrics recomputation (full, and after a delta touching 1% of profiles).
+
+The loads and their baselines:
+- a first load into the empty table, against COPY of the same file into a plain table, and against COPY into a table
+  shaped like the transaction table followed by a build of its indexes (what the loader does on a first load);
+- an incremental load of new rows into the loaded table, against INSERT ... SELECT of the same rows into a copy of
+  the table with its indexes (the floor of any load into an indexed table);
+- a reload of the first file, which writes nothing.
 
     .venv/bin/python bench/bench_activity.py --rows 2000000 --profiles 100000
 
@@ -24,15 +30,15 @@ HEADER = "txn_key,customer_key,account_key,occurred_at,amount,currency,kind,chan
 KINDS = ("payment", "payment", "transfer_out", "transfer_in", "fee", "interest")
 
 
-def write_transactions(path: Path, rows: int, profiles: int) -> None:
-    rnd = random.Random(7)
+def write_transactions(path: Path, rows: int, profiles: int, first_key: int = 0) -> None:
+    rnd = random.Random(7 + first_key)
     start = datetime(2026, 11, 22, 12, 0) - timedelta(days=400)
     with open(path, "w", encoding="utf-8", buffering=1 << 22) as fh:
         fh.write(HEADER)
         lines = []
-        for i in range(rows):
+        for i in range(first_key, first_key + rows):
             customer = i % profiles
-            when = start + timedelta(seconds=i * 400 * 86400 // rows)  # in time order, as a core system exports
+            when = start + timedelta(seconds=(i - first_key) * 400 * 86400 // rows)  # in time order, as exported
             kind = "salary_credit" if i % 31 == 0 else KINDS[i % len(KINDS)]
             amount = rnd.randrange(100, 2_000_000) / 100 * (1 if kind in ("salary_credit", "transfer_in") else -1)
             lines.append(f"T{i},C{customer},A{customer},{when:%Y-%m-%dT%H:%M:%S}+08:00,{amount:.2f},CNY,{kind},"
@@ -41,6 +47,28 @@ def write_transactions(path: Path, rows: int, profiles: int) -> None:
                 fh.writelines(lines)
                 lines = []
         fh.writelines(lines)
+
+
+FILE_COLUMNS = ("txn_key text, customer_key text, account_key text, occurred_at timestamptz, amount numeric(18, 2), "
+                "currency text, kind text, channel text, counterparty_category text")
+
+
+def copy_file(cur, table: str, path: Path, columns: str | None = None) -> float:
+    """Seconds for PostgreSQL's COPY of the CSV file into `table` (optionally into the named columns)."""
+    started = time.perf_counter()
+    with open(path, encoding="utf-8") as fh:
+        cur.copy_expert(f"COPY {table} {f'({columns})' if columns else ''} FROM STDIN WITH (FORMAT csv, HEADER true)",
+                        fh)
+    return time.perf_counter() - started
+
+
+def build_indexes_like(cur, table: str, model_table: str) -> float:
+    """Seconds to build on `table` every index `model_table` has."""
+    cur.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", [model_table])
+    started = time.perf_counter()
+    for name, definition in cur.fetchall():
+        cur.execute(definition.replace(f"INDEX {name} ON public.{model_table} ", f"INDEX {name}_baseline ON {table} "))
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -52,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     fresh_database(args.database, args.server)
+    from django.conf import settings
     from django.db import connection
 
     from profiles.activity import activity_feed_load
@@ -87,38 +116,64 @@ def main() -> None:
               f"{time.perf_counter() - started:.1f}s)")
 
         with connection.cursor() as cur:
-            cur.execute("CREATE UNLOGGED TABLE copy_baseline (txn_key text, customer_key text, account_key text, "
-                        "occurred_at timestamptz, amount numeric(18, 2), currency text, kind text, channel text, "
-                        "counterparty_category text)")
-            started = time.perf_counter()
-            with open(path, encoding="utf-8") as fh:
-                cur.copy_expert("COPY copy_baseline FROM STDIN WITH (FORMAT csv, HEADER true)", fh)
-            copy_seconds = time.perf_counter() - started
-            # The floor a load cannot go below: the same rows written once into a table with the loader's indexes.
-            cur.execute("CREATE TABLE indexed_baseline (LIKE profiles_transaction INCLUDING ALL)")
-            started = time.perf_counter()
-            cur.execute("""INSERT INTO indexed_baseline (source_id, customer_key, row_digest, last_batch_id, txn_key,
-                               account_key, occurred_at, amount, currency, kind, channel, counterparty_category)
-                           SELECT 1, customer_key, md5(txn_key), 1, txn_key, account_key, occurred_at, amount,
-                                  currency, kind, channel, counterparty_category FROM copy_baseline""")
-            indexed_seconds = copy_seconds + time.perf_counter() - started
-            cur.execute("DROP TABLE copy_baseline, indexed_baseline")
-        print(f"  PostgreSQL COPY into a plain table        {copy_seconds:7.1f}s  {args.rows / copy_seconds:>10,.0f} rows/s")
-        print(f"  COPY + INSERT ... SELECT, same indexes    {indexed_seconds:7.1f}s  "
-              f"{args.rows / indexed_seconds:>10,.0f} rows/s")
+            cur.execute("SELECT set_config('maintenance_work_mem', %s, false)", [settings.CDP_BULK_WORK_MEM])
+            cur.execute(f"CREATE UNLOGGED TABLE copy_baseline ({FILE_COLUMNS})")
+            copy_seconds = copy_file(cur, "copy_baseline", path)
+            cur.execute("DROP TABLE copy_baseline")
+            # What a first load does, in plain SQL: the rows into a table without indexes, then each index built.
+            cur.execute("CREATE TABLE shaped_baseline (LIKE profiles_transaction INCLUDING DEFAULTS INCLUDING IDENTITY)")
+            cur.execute("ALTER TABLE shaped_baseline ALTER COLUMN source_id SET DEFAULT 1, "
+                        "ALTER COLUMN row_digest SET DEFAULT '', ALTER COLUMN last_batch_id SET DEFAULT 1")
+            first_floor = copy_file(cur, "shaped_baseline", path, HEADER.strip()) + build_indexes_like(
+                cur, "shaped_baseline", "profiles_transaction")
+            cur.execute("DROP TABLE shaped_baseline")
+        print(f"  PostgreSQL COPY into a plain table              {copy_seconds:7.1f}s  "
+              f"{args.rows / copy_seconds:>10,.0f} rows/s")
+        print(f"  COPY into the table shape, then its indexes      {first_floor:7.1f}s  "
+              f"{args.rows / first_floor:>10,.0f} rows/s")
 
         started = time.perf_counter()
         batch = activity_feed_load(source="core", kind="transactions", path=path)
         load_seconds = time.perf_counter() - started
         assert batch.status == "succeeded" and batch.rows_created == args.rows, (batch.status, batch.error)
-        print(f"  load (validate, stage, upsert)            {load_seconds:7.1f}s  {args.rows / load_seconds:>10,.0f} "
-              f"rows/s  ratio to COPY {load_seconds / copy_seconds:.1f}x, to COPY + indexed INSERT "
-              f"{load_seconds / indexed_seconds:.1f}x")
+        print(f"  first load (validate, stage, write, index)      {load_seconds:7.1f}s  "
+              f"{args.rows / load_seconds:>10,.0f} rows/s  ratio to COPY {load_seconds / copy_seconds:.1f}x, "
+              f"to COPY + index builds {load_seconds / first_floor:.1f}x")
+
+        increment = max(args.rows // 10, 1)
+        later = Path(tmp) / "later_transactions.csv"
+        write_transactions(later, increment, args.profiles, first_key=args.rows)
+        with connection.cursor() as cur:
+            # The floor of a load into an indexed table: the new rows written once into a copy of it.
+            cur.execute(f"CREATE UNLOGGED TABLE copy_baseline ({FILE_COLUMNS})")
+            copy_later = copy_file(cur, "copy_baseline", later)
+            cur.execute("CREATE TABLE indexed_baseline (LIKE profiles_transaction INCLUDING ALL)")
+            cur.execute("INSERT INTO indexed_baseline SELECT * FROM profiles_transaction")
+            cur.execute("SELECT setval(pg_get_serial_sequence('indexed_baseline', 'id'), MAX(id)) FROM indexed_baseline")
+            cur.execute("CHECKPOINT")
+            started = time.perf_counter()
+            cur.execute("""INSERT INTO indexed_baseline (source_id, customer_key, row_digest, last_batch_id, txn_key,
+                               account_key, occurred_at, amount, currency, kind, channel, counterparty_category)
+                           SELECT 1, customer_key, md5(txn_key), 1, txn_key, account_key, occurred_at, amount,
+                                  currency, kind, channel, counterparty_category FROM copy_baseline""")
+            indexed_floor = copy_later + time.perf_counter() - started
+            cur.execute("DROP TABLE copy_baseline, indexed_baseline")
+            cur.execute("CHECKPOINT")
+        started = time.perf_counter()
+        batch = activity_feed_load(source="core", kind="transactions", path=later)
+        later_seconds = time.perf_counter() - started
+        assert batch.status == "succeeded" and batch.rows_created == increment, (batch.status, batch.error)
+        print(f"  {increment:,} new rows into the {args.rows:,}-row table:")
+        print(f"    COPY + INSERT ... SELECT into a copy of it     {indexed_floor:7.1f}s  "
+              f"{increment / indexed_floor:>10,.0f} rows/s")
+        print(f"    incremental load (validate, stage, upsert)     {later_seconds:7.1f}s  "
+              f"{increment / later_seconds:>10,.0f} rows/s  ratio to COPY + INSERT {later_seconds / indexed_floor:.1f}x")
+
         started = time.perf_counter()
         again = activity_feed_load(source="core", kind="transactions", path=path)
         reload_seconds = time.perf_counter() - started
         assert again.rows_unchanged == args.rows
-        print(f"  reload of the same file (nothing written) {reload_seconds:7.1f}s  "
+        print(f"  reload of the first file (nothing written)      {reload_seconds:7.1f}s  "
               f"{args.rows / reload_seconds:>10,.0f} rows/s")
 
     with connection.cursor() as cur:
