@@ -55,7 +55,7 @@ class _Staged:
 
 class _Stager:
     """Parses chunks of one activity feed into `target`: the temp table activity_stage (with `row_number`), or on
-    a first load the activity table itself (see _empty_and_locked)."""
+    a first load the activity table itself (see sql.lock_if_empty)."""
 
     def __init__(self, *, spec: ActivityKind, kind: str, source: Source, batch_id: int, known_currencies: set[str],
                  writer: sql.CopyPipeline, target: str):
@@ -212,17 +212,6 @@ def _count_and_upsert(spec: ActivityKind, state: _Staged) -> tuple[int, int, int
     return int(created), int(updated), int(staged - created - updated)
 
 
-def _empty_and_locked(table: str) -> bool:
-    """On PostgreSQL, whether the activity table is empty; an empty one is then locked against every other reader
-    and writer until the load commits (its indexes are dropped and built again), so it stays empty meanwhile.
-    Elsewhere (SQLite, where indexes stay) every load goes through the stage."""
-    table = sql.quote(table)
-    if not sql.is_postgres() or sql.fetch_all(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0]:
-        return False
-    sql.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-    return not sql.fetch_all(f"SELECT EXISTS (SELECT 1 FROM {table})")[0][0]
-
-
 def _lock(source: Source, kind: str) -> None:
     if sql.is_postgres():
         sql.execute("SELECT pg_advisory_lock(%s)", [sql.advisory_lock_key(f"activity:{kind}", source.pk)])
@@ -292,7 +281,7 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
                 table = spec.model._meta.db_table
                 # A first load (a backfill of millions of rows) writes straight into the table, and one sorted
                 # build per index afterwards costs a fraction of inserting every row into every index.
-                first_load = _empty_and_locked(table)
+                first_load = sql.lock_if_empty(table)
                 target = table if first_load else STAGE
                 with sql.indexes_rebuilt(table) if first_load else contextlib.nullcontext():
                     state = _stage_file(path, spec=spec, kind=kind, source=source, encoding=encoding,

@@ -438,6 +438,19 @@ def truncate(table: str) -> None:
     execute(f"{'TRUNCATE' if is_postgres() else 'DELETE FROM'} {quote(table)}")
 
 
+def lock_if_empty(table: str) -> bool:
+    """On PostgreSQL, whether the table is empty; an empty one is then locked against every other reader and writer
+    until the transaction ends, so that a first load can drop its indexes (indexes_rebuilt) and it stays empty for
+    that load meanwhile. Elsewhere (SQLite, where indexes are never dropped) False."""
+    if not is_postgres():
+        return False
+    empty = f"SELECT NOT EXISTS (SELECT 1 FROM {quote(table)})"
+    if not fetch_all(empty)[0][0]:
+        return False
+    execute(f"LOCK TABLE {quote(table)} IN ACCESS EXCLUSIVE MODE")
+    return fetch_all(empty)[0][0]
+
+
 @contextlib.contextmanager
 def indexes_rebuilt(table: str):
     """Drop the table's indexes for a bulk write and build them again after it: one sorted build per index is
