@@ -18,7 +18,7 @@ from pgpq import ArrowToPostgresBinaryEncoder
 from pgpq import encoders as pgpq_encoders
 from pgpq import schema as pgpq_schema
 from django.conf import settings
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 
@@ -439,15 +439,20 @@ def truncate(table: str) -> None:
 
 
 def lock_if_empty(table: str) -> bool:
-    """On PostgreSQL, whether the table is empty; an empty one is then locked against every other reader and writer
-    until the transaction ends, so that a first load can drop its indexes (indexes_rebuilt) and it stays empty for
-    that load meanwhile. Elsewhere (SQLite, where indexes are never dropped) False."""
+    """On PostgreSQL, whether the table is empty and now locked against every other reader and writer until the
+    transaction ends, so that a first load can drop its indexes (indexes_rebuilt) and the table stays empty for that
+    load meanwhile. False when it holds rows, when anyone else holds a lock on it (two first loads each waiting to
+    take the other's lock would deadlock), and elsewhere than PostgreSQL (SQLite, whose indexes stay)."""
     if not is_postgres():
         return False
     empty = f"SELECT NOT EXISTS (SELECT 1 FROM {quote(table)})"
     if not fetch_all(empty)[0][0]:
         return False
-    execute(f"LOCK TABLE {quote(table)} IN ACCESS EXCLUSIVE MODE")
+    try:
+        with transaction.atomic():  # a savepoint: only the LOCK fails if the lock is not free at once
+            execute(f"LOCK TABLE {quote(table)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+    except OperationalError:
+        return False
     return fetch_all(empty)[0][0]
 
 

@@ -119,6 +119,25 @@ def test_a_load_that_crashes_half_way_keeps_nothing(write_feed, monkeypatch, fir
     assert {"uniq_txn_key", "txn_customer_covering"} <= set(indexes)
 
 
+def test_a_first_load_into_a_table_someone_else_is_reading_takes_the_stage_instead_of_waiting(write_feed):
+    # Two first loads of one table, each holding a read lock while waiting for the other's, would deadlock.
+    import psycopg2
+
+    settings_dict = connection.settings_dict
+    reader = psycopg2.connect(dbname=settings_dict["NAME"], user=settings_dict["USER"],
+                              host=settings_dict["HOST"] or "127.0.0.1", port=settings_dict["PORT"] or 5432)
+    try:
+        with reader.cursor() as cur:
+            cur.execute(f"SELECT 1 FROM {Transaction._meta.db_table} LIMIT 1")  # holds its read lock until rollback
+        batch = activity_feed_load(source="core", kind="transactions",
+                                   path=write_feed([txn("T1"), txn("T1")], header=list(txn("x"))))
+    finally:
+        reader.rollback()
+        reader.close()
+    assert (batch.status, batch.rows_created, rejects(batch)) == (FeedBatch.Status.SUCCEEDED, 1,
+                                                                  {2: "txn_key: duplicate of row 1"})
+
+
 def test_accounts_validate_product_type_dates_and_balance(write_feed):
     header = ["account_key", "customer_key", "product_type", "currency", "balance", "opened_at", "closed_at",
               "status", "as_of"]
