@@ -128,7 +128,7 @@ class _Stager:
 
 
 def _file_key(spec: ActivityKind) -> list[str]:
-    """The natural key within one file, whose source is one."""
+    """The natural key less source_id, which is the same for every row of a file."""
     return [c for c in spec.key if c != "source_id"]
 
 

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from pgpq import ArrowToPostgresBinaryEncoder
-from pgpq import encoders as pgpq_encoders
-from pgpq import schema as pgpq_schema
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
+from pgpq import ArrowToPostgresBinaryEncoder
+from pgpq import encoders as pgpq_encoders
+from pgpq import schema as pgpq_schema
 
 
 def is_postgres() -> bool:
@@ -150,17 +150,16 @@ def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
     cursor.execute("SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = %s::regclass "
                    "AND attnum > 0 AND NOT attisdropped", [quote(table)])
     column_types = dict(cursor.fetchall())
-    columns, encoders = [], {}
-    for name in data.column_names:
-        column, pg_type = data.column(name), column_types[name]
-        if pa.types.is_integer(column.type) and pg_type in _ARROW_INTEGER_FOR:
-            column = column.cast(_ARROW_INTEGER_FOR[pg_type])
-        columns.append(column)
-    data = pa.table(columns, names=data.column_names)
-    for field in data.schema:
-        encoders[field.name] = (pgpq_encoders.StringEncoderBuilder.new_with_output(field, pgpq_schema.Jsonb())
-                                if column_types[field.name] == "jsonb"
-                                else ArrowToPostgresBinaryEncoder.infer_encoder(field))
+    data = pa.table([
+        column.cast(_ARROW_INTEGER_FOR[column_types[name]])
+        if pa.types.is_integer(column.type) and column_types[name] in _ARROW_INTEGER_FOR else column
+        for name, column in zip(data.column_names, data.columns)
+    ], names=data.column_names)
+    encoders = {
+        field.name: pgpq_encoders.StringEncoderBuilder.new_with_output(field, pgpq_schema.Jsonb())
+        if column_types[field.name] == "jsonb" else ArrowToPostgresBinaryEncoder.infer_encoder(field)
+        for field in data.schema
+    }
     encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(data.schema, encoders)
     payload = b"".join([encoder.write_header(), *(encoder.write_batch(b) for b in data.to_batches()), encoder.finish()])
     cols = ", ".join(quote(c) for c in data.column_names)
