@@ -139,6 +139,33 @@ def test_a_first_load_into_a_table_someone_else_is_reading_takes_the_stage_inste
                                                                   {2: "txn_key: duplicate of row 1"})
 
 
+@pytest.mark.parametrize("first_load", [True, False], ids=["into an empty table", "into a loaded table"])
+def test_a_transactions_file_arrow_gives_up_on_half_way_loads_as_read_feed_reads_it(tmp_path, monkeypatch, caplog,
+                                                                                    write_feed, first_load):
+    header = list(txn("x"))
+    if not first_load:
+        activity_feed_load(source="core", kind="transactions", path=write_feed([txn("T0")], header=header))
+    # Small blocks: Arrow's reader has written earlier chunks (on a first load, into the table itself) when it meets
+    # what only read_feed reads, a quoted value longer than a block and never closed.
+    monkeypatch.setattr("profiles.feeds.ARROW_BLOCK_BYTES", 256)
+    lines = [",".join(header)] + [",".join(txn(f"T{i}", amount=f"-{i}.00").values()) for i in range(1, 40)]
+    lines += [",".join(txn("T1", amount="-99.00").values()), ",".join(txn("T40").values()) + '"never closed' + "x" * 300]
+    path = tmp_path / "late_quirk.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    with caplog.at_level("INFO", logger="profiles.feeds"):
+        batch = activity_feed_load(source="core", kind="transactions", path=path)
+
+    assert "read row by row" in caplog.text
+    assert (batch.status, batch.rows_read, batch.rows_created) == (FeedBatch.Status.SUCCEEDED, 41, 39)
+    reasons = rejects(batch)
+    assert reasons.pop(40) == "txn_key: duplicate of row 1"
+    assert list(reasons) == [41] and reasons[41].startswith("counterparty_category")
+    amounts = dict(Transaction.objects.values_list("txn_key", "amount"))
+    assert len(amounts) == 39 + (0 if first_load else 1)
+    assert amounts["T1"] == Decimal("-1.00")
+
+
 def test_accounts_validate_product_type_dates_and_balance(write_feed):
     header = ["account_key", "customer_key", "product_type", "currency", "balance", "opened_at", "closed_at",
               "status", "as_of"]
