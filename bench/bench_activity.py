@@ -71,6 +71,19 @@ def build_indexes_like(cur, table: str, model_table: str) -> float:
     return time.perf_counter() - started
 
 
+def timed_load(path: Path):
+    """(batch, seconds) of the core transactions load of the file."""
+    from profiles.activity import activity_feed_load
+
+    started = time.perf_counter()
+    batch = activity_feed_load(source="core", kind="transactions", path=path)
+    return batch, time.perf_counter() - started
+
+
+def report(label: str, seconds: float, rows: int, extra: str = "") -> None:
+    print(f"{label:<50}{seconds:7.1f}s  {rows / seconds:>10,.0f} rows/s{extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -83,7 +96,6 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from profiles.activity import activity_feed_load
     from profiles.metrics import profile_metrics_recompute
 
     with connection.cursor() as cur:
@@ -127,18 +139,14 @@ def main() -> None:
             first_floor = copy_file(cur, "shaped_baseline", path, HEADER.strip()) + build_indexes_like(
                 cur, "shaped_baseline", "profiles_transaction")
             cur.execute("DROP TABLE shaped_baseline")
-        print(f"  PostgreSQL COPY into a plain table              {copy_seconds:7.1f}s  "
-              f"{args.rows / copy_seconds:>10,.0f} rows/s")
-        print(f"  COPY into the table shape, then its indexes      {first_floor:7.1f}s  "
-              f"{args.rows / first_floor:>10,.0f} rows/s")
+        report("  PostgreSQL COPY into a plain table", copy_seconds, args.rows)
+        report("  COPY into the table shape, then its indexes", first_floor, args.rows)
 
-        started = time.perf_counter()
-        batch = activity_feed_load(source="core", kind="transactions", path=path)
-        load_seconds = time.perf_counter() - started
+        batch, load_seconds = timed_load(path)
         assert batch.status == "succeeded" and batch.rows_created == args.rows, (batch.status, batch.error)
-        print(f"  first load (validate, stage, write, index)      {load_seconds:7.1f}s  "
-              f"{args.rows / load_seconds:>10,.0f} rows/s  ratio to COPY {load_seconds / copy_seconds:.1f}x, "
-              f"to COPY + index builds {load_seconds / first_floor:.1f}x")
+        report("  first load (validate, stage, write, index)", load_seconds, args.rows,
+               f"  ratio to COPY {load_seconds / copy_seconds:.1f}x, to COPY + index builds "
+               f"{load_seconds / first_floor:.1f}x")
 
         increment = max(args.rows // 10, 1)
         later = Path(tmp) / "later_transactions.csv"
@@ -159,22 +167,16 @@ def main() -> None:
             indexed_floor = copy_later + time.perf_counter() - started
             cur.execute("DROP TABLE copy_baseline, indexed_baseline")
             cur.execute("CHECKPOINT")
-        started = time.perf_counter()
-        batch = activity_feed_load(source="core", kind="transactions", path=later)
-        later_seconds = time.perf_counter() - started
+        batch, later_seconds = timed_load(later)
         assert batch.status == "succeeded" and batch.rows_created == increment, (batch.status, batch.error)
         print(f"  {increment:,} new rows into the {args.rows:,}-row table:")
-        print(f"    COPY + INSERT ... SELECT into a copy of it     {indexed_floor:7.1f}s  "
-              f"{increment / indexed_floor:>10,.0f} rows/s")
-        print(f"    incremental load (validate, stage, upsert)     {later_seconds:7.1f}s  "
-              f"{increment / later_seconds:>10,.0f} rows/s  ratio to COPY + INSERT {later_seconds / indexed_floor:.1f}x")
+        report("    COPY + INSERT ... SELECT into a copy of it", indexed_floor, increment)
+        report("    incremental load (validate, stage, upsert)", later_seconds, increment,
+               f"  ratio to COPY + INSERT {later_seconds / indexed_floor:.1f}x")
 
-        started = time.perf_counter()
-        again = activity_feed_load(source="core", kind="transactions", path=path)
-        reload_seconds = time.perf_counter() - started
+        again, reload_seconds = timed_load(path)
         assert again.rows_unchanged == args.rows
-        print(f"  reload of the first file (nothing written)      {reload_seconds:7.1f}s  "
-              f"{args.rows / reload_seconds:>10,.0f} rows/s")
+        report("  reload of the first file (nothing written)", reload_seconds, args.rows)
 
     with connection.cursor() as cur:
         cur.execute("SELECT pg_relation_size('profiles_transaction_occurred_at_brin'), "
