@@ -703,10 +703,14 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
     written = (target != current) | scope.column("needs_resolution").to_numpy()
     sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
     sql.analyze("resolve_assignment")
-    moved = sql.execute(
-        f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
-        f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
-    )
+    # Before the first profile exists (a first load) every record is rewritten and nobody reads records by profile
+    # yet: the secondary indexes are cheaper built again than updated row by row.
+    first_assignment = written.all() and not CustomerProfile.objects.exists()
+    with sql.indexes_rebuilt(T_RECORD) if first_assignment else contextlib.nullcontext():
+        moved = sql.execute(
+            f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
+            f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
+        )
     sql.analyze_after_bulk_write(T_RECORD, moved)
     sql.drop_temp_table("resolve_assignment")
     if absorbed:

@@ -2,6 +2,7 @@
 from datetime import date
 
 import pytest
+from django.db import IntegrityError, connection, transaction
 
 from profiles.feeds import feed_load
 from profiles.models import CustomerProfile, DoNotLink, SourceRecord, SuppressedIdentifier
@@ -199,6 +200,26 @@ def test_delta_load_re_resolves_only_touched_records_and_their_profiles(write_fe
     changed = {pid for pid in after if after[pid] != untouched_before[pid]}
     assert changed == {SourceRecord.objects.get(customer_key="K7").profile.public_id}
     assert SourceRecord.objects.get(customer_key="K7").profile.email == "k7@bank.cn"
+
+
+def test_a_first_resolution_leaves_the_record_indexes_and_the_unique_source_key_in_force(write_feed):
+    # On PostgreSQL the first assignment of profiles rebuilds the records' indexes instead of updating them.
+    with connection.cursor() as cur:
+        before = set(connection.introspection.get_constraints(cur, SourceRecord._meta.db_table))
+    load(write_feed, "core", [customer("C1", full_name="A"), customer("C2", full_name="B")])
+    load(write_feed, "card", [customer("K1", core_cif="C1")])
+    identity_resolve()
+    with connection.cursor() as cur:
+        assert set(connection.introspection.get_constraints(cur, SourceRecord._meta.db_table)) == before
+    assert groups() == {frozenset({"core:C1", "card:K1"}), frozenset({"core:C2"})}
+    record = SourceRecord.objects.get(customer_key="C2")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        SourceRecord.objects.create(source=record.source, customer_key="C2", first_batch=record.first_batch,
+                                    last_batch=record.last_batch, row_digest=record.row_digest)
+    # A later load still finds its records through them: a reload changes nothing, a delta moves one record.
+    load(write_feed, "card", [customer("K1", core_cif="C2")])
+    assert identity_resolve().records_resolved == 1
+    assert groups() == {frozenset({"core:C1"}), frozenset({"core:C2", "card:K1"})}
 
 
 def test_resolution_is_idempotent_and_full_rerun_gives_the_same_partition(write_feed):
