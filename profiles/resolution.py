@@ -16,7 +16,8 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
    golden values read from the winners in one grouped query; new profiles are written once, with their values.
 
 When every record is to be resolved (a first load, or `full`), the run works on the whole table: no list of
-touched records, no neighbour search, and the match keys are rebuilt with their index built once afterwards.
+touched records, no neighbour search, and the match keys are rebuilt with their index built once afterwards (so
+are the records' indexes around their first assignment to profiles, and the profiles' around their first insert).
 """
 import contextlib
 import logging
