@@ -420,7 +420,7 @@ def bulk_insert_arrays(table: str, columns: dict[str, np.ndarray]) -> None:
                 rows[f"{name}__length"] = np.dtype(field_dtype).itemsize
                 rows[name] = columns[name][start:stop]
             data = io.BytesIO(_COPY_SIGNATURE + rows.tobytes() + _COPY_TRAILER)
-            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", data)
+            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", data, size=1 << 20)
 
 
 def datetime_order_key(expression: str) -> str:
