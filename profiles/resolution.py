@@ -183,9 +183,11 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             timer.lap("scope")
             labels = _cluster_scope(report, touched, scope, keys, groups)
         timer.lap("cluster")
-        target = _assign_profiles(report, scope, labels)
+        # Before the first profile exists nobody reads records by profile: first writes rebuild their indexes.
+        first_profiles = not CustomerProfile.objects.exists()
+        target = _assign_profiles(report, scope, labels, first_profiles=first_profiles)
         timer.lap("assign_profiles")
-        _apply_survivorship(scope, target, existing_profiles=report.profiles_updated)
+        _apply_survivorship(scope, target, existing_profiles=report.profiles_updated, first_profiles=first_profiles)
         timer.lap("survivorship")
         for table in ("resolve_dirty", "resolve_scope", "resolve_profiles", "resolve_new_profiles"):
             sql.drop_temp_table(table)
@@ -666,7 +668,8 @@ def _split_conflicted(labels, edges, a, b, conflicted, valid_at, id_type, id_has
 
 # --- 6. clusters -> profiles -------------------------------------------------------------------------------
 
-def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray) -> np.ndarray:
+def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray, *,
+                     first_profiles: bool) -> np.ndarray:
     """Pick each cluster's profile (allocating new ones), move records and merge absorbed profiles; return the
     profile of each scope record. New profiles are listed in resolve_new_profiles and written by survivorship."""
     record_ids = _int64(scope.column("id"))
@@ -704,10 +707,8 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
     written = (target != current) | scope.column("needs_resolution").to_numpy()
     sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
     sql.analyze("resolve_assignment")
-    # Before the first profile exists (a first load) every record is rewritten and nobody reads records by profile
-    # yet: the secondary indexes are cheaper built again than updated row by row.
-    first_assignment = written.all() and not CustomerProfile.objects.exists()
-    with sql.indexes_rebuilt(T_RECORD) if first_assignment else contextlib.nullcontext():
+    # A first load rewrites every record: its secondary indexes are cheaper built again than updated row by row.
+    with sql.indexes_rebuilt(T_RECORD) if first_profiles and written.all() else contextlib.nullcontext():
         moved = sql.execute(
             f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
             f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
@@ -764,7 +765,7 @@ def _winners(scope: pa.Table, target: np.ndarray) -> np.ndarray:
     return wins
 
 
-def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int) -> None:
+def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int, first_profiles: bool) -> None:
     """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
     wins = _winners(scope, target)
     winning = wins != 0
@@ -793,7 +794,7 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
     now = sql.adapt_now()
     new = "IN (SELECT profile_id FROM resolve_new_profiles)"
     # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
-    with sql.indexes_rebuilt(T_PROFILE) if not CustomerProfile.objects.exists() else contextlib.nullcontext():
+    with sql.indexes_rebuilt(T_PROFILE) if first_profiles else contextlib.nullcontext():
         sql.execute(
             f"INSERT INTO {T_PROFILE} (id, public_id, status, record_count, created_at, updated_at, "
             f"{', '.join(profile_columns)}) "

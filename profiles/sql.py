@@ -141,6 +141,8 @@ def bulk_insert(table: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
 # Arrow integer types by the PostgreSQL column they are copied into: binary COPY takes a value of exactly the
 # column's width.
 _ARROW_INTEGER_FOR = {"smallint": pa.int16(), "integer": pa.int32(), "bigint": pa.int64()}
+# Bytes per piece that psycopg2 hands to the server during a COPY FROM STDIN (its default is 8 kB).
+_COPY_SEND_BYTES = 1 << 20
 
 
 def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
@@ -164,7 +166,7 @@ def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
     payload = b"".join([encoder.write_header(), *(encoder.write_batch(b) for b in data.to_batches()), encoder.finish()])
     cols = ", ".join(quote(c) for c in data.column_names)
     cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload),
-                       size=1 << 20)
+                       size=_COPY_SEND_BYTES)
 
 
 def bulk_insert_arrow(table: str, data: pa.Table) -> None:
@@ -420,7 +422,8 @@ def bulk_insert_arrays(table: str, columns: dict[str, np.ndarray]) -> None:
                 rows[f"{name}__length"] = np.dtype(field_dtype).itemsize
                 rows[name] = columns[name][start:stop]
             data = io.BytesIO(_COPY_SIGNATURE + rows.tobytes() + _COPY_TRAILER)
-            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", data, size=1 << 20)
+            cur.cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", data,
+                                   size=_COPY_SEND_BYTES)
 
 
 def datetime_order_key(expression: str) -> str:

@@ -216,7 +216,7 @@ def test_a_first_resolution_leaves_the_record_indexes_and_the_unique_source_key_
     with pytest.raises(IntegrityError), transaction.atomic():
         SourceRecord.objects.create(source=record.source, customer_key="C2", first_batch=record.first_batch,
                                     last_batch=record.last_batch, row_digest=record.row_digest)
-    # A later load still finds its records through them: a reload changes nothing, a delta moves one record.
+    # A later load still finds its records through them: the delta re-resolves one record and moves it.
     load(write_feed, "card", [customer("K1", core_cif="C2")])
     assert identity_resolve().records_resolved == 1
     assert groups() == {frozenset({"core:C1"}), frozenset({"core:C2", "card:K1"})}
