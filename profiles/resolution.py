@@ -4,7 +4,9 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
 1. guard rails: identifier values shared by too many records of one source are suppressed;
 2. match keys for the records a load touched, one per active rule and record: the digest of the rule's
    identifiers (computed in-process with DuckDB over the records fetched once, written with COPY);
-3. the probabilistic tier scores records no rule links (see probabilistic.py);
+3. the probabilistic tier scores records no rule links (see probabilistic.py), in a thread of its own: on a
+   whole-table run it needs only the fetched records and keys, so it trains and scores while PostgreSQL
+   writes the keys (two cores at work instead of one);
 4. the scope: touched records, the records they share a key or a link with, and all records of the
    profiles those belong to;
 5. clustering of the scope: connected components of the links (scipy), and for the few components that break
@@ -22,6 +24,7 @@ are the records' indexes around their first assignment to profiles, and the prof
 import contextlib
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import duckdb
@@ -169,9 +172,17 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         with _duckdb_session(records) as duck:
             suppressed_records = _refresh_suppressed_identifiers(report, rules, touched, duck)
             timer.lap("guard_rails")
-            keys, groups = _refresh_match_keys(rules, touched, duck)
+            keys, groups = _match_keys(rules, duck, grouped=touched.everything)
+            if touched.everything:
+                # The tier scores from the fetched records and keys alone: while it runs, PostgreSQL writes the keys.
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
+                _write_match_keys(touched, keys)
+            else:
+                # A delta finds its candidates through the stored keys.
+                _write_match_keys(touched, keys)
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
             timer.lap("match_keys")
-            _run_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
+            _finish_probabilistic_tier(report, scoring)
             timer.lap("probabilistic")
             if touched.everything:
                 scope = records
@@ -311,12 +322,8 @@ def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchR
 
 # --- 2. match keys -----------------------------------------------------------------------------------------
 
-def _refresh_match_keys(rules: list[MatchRule], touched: _Touched,
-                        duck: duckdb.DuckDBPyConnection) -> tuple[dict, dict | None]:
-    """Write the keys of the touched records; return them as arrays (record_id, rule_id, key_hi, key_lo) and, on
-    a whole-table run (where they are the keys of the whole scope), their groups (see `_key_groups`)."""
-    keys = _match_keys(rules, duck, grouped=touched.everything)
-    groups = {name: keys.pop(name) for name in ("anchor", "holders")} if touched.everything else None
+def _write_match_keys(touched: _Touched, keys: dict[str, np.ndarray]) -> None:
+    """Store the keys of the touched records (arrays record_id, rule_id, key_hi, key_lo)."""
     if touched.everything:
         sql.truncate(T_KEY)
         with sql.indexes_rebuilt(T_KEY):
@@ -325,12 +332,13 @@ def _refresh_match_keys(rules: list[MatchRule], touched: _Touched,
         sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN (SELECT record_id FROM resolve_dirty)")
         sql.bulk_insert_arrays(T_KEY, keys)
     sql.analyze_after_bulk_write(T_KEY, len(keys["record_id"]))
-    return keys, groups
 
 
-def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *, grouped: bool) -> dict[str, np.ndarray]:
-    """Keys of the registered records: per rule whose identifiers are all present and none suppressed, the MD5
-    of the identifiers joined by '|' as two 64-bit halves; `grouped` adds their groups (see `_key_groups`)."""
+def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *,
+                grouped: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Keys of the registered records as arrays (record_id, rule_id, key_hi, key_lo): per rule whose identifiers
+    are all present and none suppressed, the MD5 of the identifiers joined by '|' as two 64-bit halves; and with
+    `grouped` (the records are the whole scope), their groups (see `_key_groups`), else None."""
     selects, params = [], []
     for rule in rules:
         fields = [f for f in rule.fields if f in IDENTIFIER_SQL]
@@ -346,16 +354,19 @@ def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *, grou
                        f"WHERE {' AND '.join(conditions)}")
         params += [rule.pk, *guarded]
     columns = ["record_id", "rule_id", "key_hi", "key_lo"] + (["anchor", "holders"] if grouped else [])
-    if not selects:
-        return {name: np.empty(0, dtype=np.int64) for name in columns}
-    table = duck.sql(
-        f"SELECT record_id, rule_id, key_hi, key_lo{_KEY_GROUP_COLUMNS if grouped else ''} FROM ("
-        f"SELECT record_id, rule_id, {_MD5_HALVES} "
-        f"FROM (SELECT record_id, rule_id, md5_number(k) AS h FROM ({' UNION ALL '.join(selects)}) x) x) "
-        f"k{_KEY_GROUP_WINDOW if grouped else ''}",
-        params=params,
-    ).to_arrow_table()
-    return {name: _int64(table.column(name)) for name in table.column_names}
+    if selects:
+        table = duck.sql(
+            f"SELECT record_id, rule_id, key_hi, key_lo{_KEY_GROUP_COLUMNS if grouped else ''} FROM ("
+            f"SELECT record_id, rule_id, {_MD5_HALVES} "
+            f"FROM (SELECT record_id, rule_id, md5_number(k) AS h FROM ({' UNION ALL '.join(selects)}) x) x) "
+            f"k{_KEY_GROUP_WINDOW if grouped else ''}",
+            params=params,
+        ).to_arrow_table()
+        keys = {name: _int64(table.column(name)) for name in table.column_names}
+    else:
+        keys = {name: np.empty(0, dtype=np.int64) for name in columns}
+    groups = {name: keys.pop(name) for name in ("anchor", "holders")} if grouped else None
+    return keys, groups
 
 
 # md5_number_upper(k) and md5_number_lower(k) from one digest (the two functions hash the key twice): DuckDB's
@@ -384,10 +395,23 @@ _PROBABILISTIC_SCHEMA = pa.schema(
 )
 # A record shares no blocking value with any candidate unless it has one of these (probabilistic.py).
 _BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key", "postcode")
+# Fewer records than this give EM too little to estimate match and non-match rates from.
+MIN_RECORDS_TO_TRAIN = 1000
 
 
-def _run_probabilistic_tier(report: ResolutionReport, touched: _Touched, records: pa.Table, keys: dict,
-                            groups: dict | None, *, full: bool, train: bool | None) -> None:
+@dataclass
+class _Scoring:
+    """The probabilistic tier at work in a thread: `result` gives (model parameters, links)."""
+
+    result: Future
+    model: ProbabilisticModel | None  # the stored model it scores with; None: it trains a new one
+    universe_records: int
+
+
+def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, records: pa.Table, keys: dict,
+                              groups: dict | None, *, full: bool, train: bool | None) -> _Scoring | None:
+    """Find the candidates and their universe, then train (if wanted) and score in a thread, which touches no
+    database: the caller may write meanwhile. None when there is nothing to score."""
     # Links scored for a record whose content changed are stale: it is scored again below.
     sql.execute(
         f"DELETE FROM {T_LINK} WHERE kind = 'probabilistic' AND ({touched.where('record_a_id')} "
@@ -416,19 +440,47 @@ def _run_probabilistic_tier(report: ResolutionReport, touched: _Touched, records
         sql.analyze("resolve_candidates")
         candidates = sql.fetch_int64_columns("SELECT record_id FROM resolve_candidates")["record_id"]
     report.probabilistic_candidates = len(candidates)
-    if len(candidates):
-        universe = (_universe_of_fetched(records, candidates, everything=full) if touched.everything
-                    else _probabilistic_universe(everything=full))
-        model = _probabilistic_model(universe, train=full if train is None else train)
-        if model is not None:
-            _link_probabilistic_pairs(report, model, universe)
+    if not len(candidates):
+        sql.drop_temp_table("resolve_candidates")
+        return None
+    universe = (_universe_of_fetched(records, candidates, everything=full) if touched.everything
+                else _probabilistic_universe(everything=full))
     sql.drop_temp_table("resolve_candidates")
+    latest = ProbabilisticModel.objects.order_by("-created_at", "-id").first()
+    if latest is not None and not (full if train is None else train):
+        model = latest
+    elif universe.num_rows < MIN_RECORDS_TO_TRAIN:
+        log.info("probabilistic tier: %s records are too few to estimate a model", universe.num_rows)
+        if latest is None:
+            return None
+        model = latest
+    else:
+        model = None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probabilistic")
+    result = pool.submit(_train_and_score, universe, None if model is None else model.parameters)
+    pool.shutdown(wait=False)  # the thread ends with its one task; `result` waits for it
+    return _Scoring(result=result, model=model, universe_records=universe.num_rows)
 
 
-def _link_probabilistic_pairs(report: ResolutionReport, model: ProbabilisticModel, universe: pa.Table) -> None:
-    links = probabilistic.score_pairs(
-        model.parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW
-    )
+def _train_and_score(universe: pa.Table, parameters: dict | None) -> tuple[dict, list[probabilistic.ProbabilisticLink]]:
+    if parameters is None:
+        parameters = probabilistic.train_model(universe)
+    return parameters, probabilistic.score_pairs(
+        parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW)
+
+
+def _finish_probabilistic_tier(report: ResolutionReport, scoring: _Scoring | None) -> None:
+    """Wait for the scoring; store the model it trained, its links and the pairs for review."""
+    if scoring is None:
+        return
+    parameters, links = scoring.result.result()
+    model = scoring.model or ProbabilisticModel.objects.create(
+        parameters=parameters, trained_on_records=scoring.universe_records)
+    _link_probabilistic_pairs(report, model, links)
+
+
+def _link_probabilistic_pairs(report: ResolutionReport, model: ProbabilisticModel,
+                              links: list[probabilistic.ProbabilisticLink]) -> None:
     dnl = set(sql.fetch_all(f"SELECT record_a_id, record_b_id FROM {T_DNL}"))
     decided = set(sql.fetch_all(f"SELECT record_a_id, record_b_id FROM {PossibleDuplicate._meta.db_table}"))
     to_link, to_review = [], []
@@ -481,21 +533,6 @@ def _probabilistic_universe(*, everything: bool) -> pa.Table:
         f"FROM {T_RECORD} r WHERE {where}",
         _PROBABILISTIC_SCHEMA,
     )
-
-
-# Fewer records than this give EM too little to estimate match and non-match rates from.
-MIN_RECORDS_TO_TRAIN = 1000
-
-
-def _probabilistic_model(universe: pa.Table, *, train: bool) -> ProbabilisticModel | None:
-    latest = ProbabilisticModel.objects.order_by("-created_at", "-id").first()
-    if latest is not None and not train:
-        return latest
-    if universe.num_rows < MIN_RECORDS_TO_TRAIN:
-        log.info("probabilistic tier: %s records are too few to estimate a model", universe.num_rows)
-        return latest
-    parameters = probabilistic.train_model(universe)
-    return ProbabilisticModel.objects.create(parameters=parameters, trained_on_records=universe.num_rows)
 
 
 # --- 4. scope ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ that no deterministic rule links: a clear match, a clear non-match and a borderl
 import pytest
 from django.conf import settings
 
+from profiles import probabilistic
 from profiles.feeds import feed_load
 from profiles.models import (
     CustomerProfile, DoNotLink, MatchKey, PossibleDuplicate, ProbabilisticModel, RecordLink, SourceRecord,
@@ -51,8 +52,8 @@ def load(source, path):
 
 
 @pytest.fixture
-def resolved(write_feed, tmp_path):
-    """Background population plus the hand-made pairs (first of each pair in core, second in card), resolved."""
+def loaded(write_feed, tmp_path):
+    """Background population plus the hand-made pairs (first of each pair in core, second in card), loaded."""
     sample = tmp_path / "sample"
     generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
     for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
@@ -60,6 +61,11 @@ def resolved(write_feed, tmp_path):
     pairs = (CLEAR_MATCH, CLEAR_NON_MATCH, BORDERLINE)
     load("core", write_feed([first for first, _ in pairs]))
     load("card", write_feed([second for _, second in pairs]))
+
+
+@pytest.fixture
+def resolved(loaded):
+    """The loaded records, resolved."""
     report = identity_resolve()
     assert ProbabilisticModel.objects.exists(), "the tier should have estimated a model from the loaded data"
     assert report.probabilistic_candidates > 0
@@ -163,3 +169,24 @@ def test_rejecting_the_possible_duplicate_keeps_the_pair_apart_for_good(resolved
     assert PossibleDuplicate.objects.filter(record_a_id=duplicate.record_a_id,
                                             record_b_id=duplicate.record_b_id).get().status == "rejected"
     assert not RecordLink.objects.filter(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).exists()
+
+
+def test_a_scoring_failure_fails_the_whole_resolution_and_the_next_run_completes_it(loaded, monkeypatch):
+    # A first resolution scores in a thread while the match keys are written; its error must still undo the run.
+    def broken_scoring(*args, **kwargs):
+        raise RuntimeError("scoring died")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(probabilistic, "score_pairs", broken_scoring)
+        with pytest.raises(RuntimeError, match="scoring died"):
+            identity_resolve()
+    assert not MatchKey.objects.exists()
+    assert not CustomerProfile.objects.exists()
+    assert not ProbabilisticModel.objects.exists()
+    assert not SourceRecord.objects.filter(needs_resolution=False).exists()
+
+    report = identity_resolve()
+    assert report.probabilistic_links > 0
+    assert ProbabilisticModel.objects.count() == 1
+    assert record("PM1").profile_id == record("PM2").profile_id
+    assert not SourceRecord.objects.filter(needs_resolution=True).exists()
