@@ -430,7 +430,8 @@ def datetime_order_key(expression: str) -> str:
     """SQL for an integer that sorts like the datetime `expression` among the rows of one query: epoch
     microseconds on PostgreSQL, the dense rank on SQLite (which stores datetimes as ISO text)."""
     if is_postgres():
-        return f"CAST(EXTRACT(EPOCH FROM {expression}) * 1000000 AS BIGINT)"
+        # date_part's double holds epoch microseconds exactly until 2255 and costs half of EXTRACT's numeric.
+        return f"CAST(date_part('epoch', {expression}) * 1000000 AS BIGINT)"
     return f"DENSE_RANK() OVER (ORDER BY {expression})"
 
 
