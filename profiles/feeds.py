@@ -10,8 +10,9 @@ import gzip
 import hashlib
 import json
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -374,20 +375,30 @@ def _normalised_rows(normalised: list[dict]) -> pa.Table:
 
 
 class _Stager:
-    """Turns chunks into staged source-record rows (temp table feed_stage), with the batch's counts and rejects."""
+    """Turns chunks into staged source-record rows (temp table feed_stage), with the batch's counts and rejects.
 
-    def __init__(self, *, source: Source, batch: FeedBatch, writer: sql.CopyPipeline):
+    A chunk's new and changed rows are normalised in a worker thread while this thread reads and checks the
+    next chunk (Arrow and DuckDB release the GIL); results are taken in file order. `finish()` waits for the last.
+    """
+
+    def __init__(self, *, source: Source, batch: FeedBatch, writer: sql.CopyPipeline, pool: ThreadPoolExecutor):
         self.source = source
         self.writer = writer
         self.batch = batch
+        self.pool = pool
         self.now = timezone.now()
         self.today = date.today()
         self.time_zone = timezone.get_current_timezone_name()
         self.hasher = columnar.KeyedHasher()
+        self.worker_hasher = columnar.KeyedHasher()  # a DuckDB connection serves one thread at a time
         self.existing = _existing_digests(source)
+        self.pending: deque[tuple[Future, list[int], list[str], list[int], pa.Table]] = deque()
         self.reset()
 
     def reset(self) -> None:
+        """Start again from the first chunk: chunks still being normalised are waited for and dropped."""
+        while self.pending:
+            self.pending.popleft()[0].exception()
         self.state = _LoadState()
         self.seen: dict[str, int] = {}
 
@@ -416,7 +427,20 @@ class _Stager:
         if not fresh:
             return
         rows = table.take(pa.array(fresh, pa.int64()))
-        result = columnar.normalise_chunk(rows, hasher=self.hasher, today=self.today, time_zone=self.time_zone)
+        normalised = self.pool.submit(columnar.normalise_chunk, rows, hasher=self.worker_hasher, today=self.today,
+                                      time_zone=self.time_zone)
+        self.pending.append((normalised, numbers, digests, fresh, rows))
+        if len(self.pending) > 1:
+            self._stage(*self.pending.popleft())
+
+    def finish(self) -> None:
+        """Stage every chunk still being normalised."""
+        while self.pending:
+            self._stage(*self.pending.popleft())
+
+    def _stage(self, work: Future, numbers: list[int], digests: list[str], fresh: list[int], rows: pa.Table) -> None:
+        state = self.state
+        result = work.result()
         state.warnings.update(result.warnings)
         keep = np.ones(rows.num_rows, dtype=bool)
         keep[result.rejected] = False
@@ -506,8 +530,8 @@ def stage_chunks(path: Path, *, mapping: dict[str, str], encoding: str, add: Cal
 def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBatch, progress: bool) -> _LoadState:
     """Read, check and normalise every row of the file into feed_stage; the counts and rejects of the load."""
     _create_stage()
-    with sql.CopyPipeline() as writer:
-        stager = _Stager(source=source, batch=batch, writer=writer)
+    with sql.CopyPipeline() as writer, ThreadPoolExecutor(max_workers=1, thread_name_prefix="normalise") as pool:
+        stager = _Stager(source=source, batch=batch, writer=writer, pool=pool)
 
         def restart() -> None:
             writer.drain()
@@ -519,6 +543,7 @@ def _read_and_stage(path: Path, *, source: Source, encoding: str, batch: FeedBat
 
         stage_chunks(path, mapping=source.column_mapping, encoding=encoding, add=stager.add, restart=restart,
                      progress=progress)
+        stager.finish()
     return stager.state
 
 
