@@ -393,8 +393,9 @@ _PROBABILISTIC_SCHEMA = pa.schema(
     [("record_id", pa.int64()), ("cluster_id", pa.int64()), ("is_candidate", pa.bool_())]
     + [(name, pa.string()) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender")]
 )
-# A record shares no blocking value with any candidate unless it has one of these (probabilistic.py).
-_BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key", "postcode")
+# Every prediction blocking rule (probabilistic.py) compares one of these: a record that shares none of them with
+# a candidate is never paired with one.
+_BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key")
 # Fewer records than this give EM too little to estimate match and non-match rates from.
 MIN_RECORDS_TO_TRAIN = 1000
 
@@ -443,19 +444,18 @@ def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, recor
     if not len(candidates):
         sql.drop_temp_table("resolve_candidates")
         return None
-    universe = (_universe_of_fetched(records, candidates, everything=full) if touched.everything
-                else _probabilistic_universe(everything=full))
-    sql.drop_temp_table("resolve_candidates")
     latest = ProbabilisticModel.objects.order_by("-created_at", "-id").first()
-    if latest is not None and not (full if train is None else train):
-        model = latest
-    elif universe.num_rows < MIN_RECORDS_TO_TRAIN:
+    trains = latest is None or (full if train is None else train)
+    # A model is estimated from every record; scoring needs only the records that can pair with a candidate.
+    universe = (_universe_of_fetched(records, candidates, everything=trains) if touched.everything
+                else _probabilistic_universe(everything=trains))
+    sql.drop_temp_table("resolve_candidates")
+    model = None if trains else latest
+    if trains and universe.num_rows < MIN_RECORDS_TO_TRAIN:
         log.info("probabilistic tier: %s records are too few to estimate a model", universe.num_rows)
         if latest is None:
             return None
         model = latest
-    else:
-        model = None
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probabilistic")
     result = pool.submit(_train_and_score, universe, None if model is None else model.parameters)
     pool.shutdown(wait=False)  # the thread ends with its one task; `result` waits for it
@@ -559,9 +559,10 @@ def _build_scope(suppressed_records: np.ndarray) -> pa.Table:
     sql.drop_temp_table("resolve_seed_new")
     sql.analyze("resolve_seed")
     sql.create_temp_table("resolve_scope", "record_id BIGINT PRIMARY KEY")
+    # Two index lookups, not one OR that makes PostgreSQL read every record.
     sql.execute(
-        f"INSERT INTO resolve_scope (record_id) SELECT r.id FROM {T_RECORD} r "
-        f"WHERE r.id IN (SELECT record_id FROM resolve_seed) OR r.profile_id IN "
+        f"INSERT INTO resolve_scope (record_id) SELECT r.id FROM {T_RECORD} r JOIN resolve_seed s "
+        f"ON s.record_id = r.id UNION SELECT r.id FROM {T_RECORD} r WHERE r.profile_id IN "
         f"(SELECT r2.profile_id FROM {T_RECORD} r2 JOIN resolve_seed s ON s.record_id = r2.id "
         f"WHERE r2.profile_id IS NOT NULL)"
     )

@@ -7,7 +7,7 @@ that no deterministic rule links: a clear match, a clear non-match and a borderl
 import pytest
 from django.conf import settings
 
-from profiles import probabilistic
+from profiles import probabilistic, resolution
 from profiles.feeds import feed_load
 from profiles.models import (
     CustomerProfile, DoNotLink, MatchKey, PossibleDuplicate, ProbabilisticModel, RecordLink, SourceRecord,
@@ -190,3 +190,10 @@ def test_a_scoring_failure_fails_the_whole_resolution_and_the_next_run_completes
     assert ProbabilisticModel.objects.count() == 1
     assert record("PM1").profile_id == record("PM2").profile_id
     assert not SourceRecord.objects.filter(needs_resolution=True).exists()
+
+
+def test_every_prediction_blocking_rule_requires_equality_on_a_column_the_delta_universe_is_drawn_by():
+    # A delta scores its candidates against the records sharing one of these values with one: a rule without
+    # any of them would pair records that the universe leaves out.
+    for rule in probabilistic.PREDICTION_BLOCKING_RULES:
+        assert set(rule) & set(resolution._BLOCKING_COLUMNS), rule
