@@ -6,6 +6,7 @@ from datetime import date
 import pytest
 from django.db import connection
 
+from profiles import feeds
 from profiles.feeds import feed_load
 from profiles.models import FeedBatch, RejectedRow, Source, SourceRecord
 from tests.factories import cn_resident_id, customer
@@ -142,14 +143,15 @@ def _luhn_pan(prefix: str) -> str:
     return prefix + str((10 - total % 10) % 10)
 
 
+def name(i: int, family: str = "Wang") -> str:
+    """A distinct real-looking name per i (no digits: "name 4" would be a placeholder)."""
+    return f"{family} {chr(97 + i % 26)}{chr(97 + i // 26)}"
+
+
 def test_a_file_read_in_many_chunks_loads_like_one_chunk(write_feed, monkeypatch):
     # Small blocks: chunks are normalised in a worker while later ones are read; counts, row numbers and values
     # must come out as for one chunk, duplicates and changes spanning chunks included.
     monkeypatch.setattr("profiles.feeds.ARROW_BLOCK_BYTES", 256)
-
-    def name(i: int, prefix: str = "Wang") -> str:
-        return f"{prefix} {chr(97 + i % 26)}{chr(97 + i // 26)}"
-
     first = [customer(f"K{i}", full_name=name(i), phone=f"1391234{i:04d}") for i in range(200)]
     feed_load(source="core", path=write_feed(first))
     second = [customer(f"K{i}", full_name=name(i, "Li" if i % 3 == 0 else "Wang"), phone=f"1391234{i:04d}")
@@ -171,6 +173,40 @@ def test_a_file_read_in_many_chunks_loads_like_one_chunk(write_feed, monkeypatch
     assert SourceRecord.objects.get(customer_key="K249").phone == "+8613912340249"
     again = feed_load(source="core", path=write_feed(second))
     assert (again.rows_unchanged, again.rows_rejected) == (249, 2)  # each record kept its own row's digest
+
+
+def test_a_small_delta_looks_up_its_keys_and_counts_as_a_full_comparison_would(write_feed, monkeypatch):
+    feed_load(source="core", path=write_feed([customer(f"K{i}", full_name=name(i)) for i in range(400)]))
+    looked_up = []
+    original = feeds._existing_digests
+    monkeypatch.setattr(feeds, "_existing_digests", lambda source, keys=None: looked_up.append(keys) or original(source, keys))
+    delta = [customer("K1", full_name=name(1)), customer("K2", full_name="Li Changed"), customer("N1", full_name="Zhao New"),
+             customer("K1", full_name="Wang Again")]
+
+    batch = feed_load(source="core", path=write_feed(delta))
+
+    assert looked_up == [["K1", "K2", "N1", "K1"]]  # the file's keys, not the 400 records'
+    assert (batch.rows_read, batch.rows_created, batch.rows_updated, batch.rows_unchanged, batch.rows_rejected) == (
+        4, 1, 1, 1, 1)
+    assert RejectedRow.objects.get(batch=batch).reason == "customer_key: duplicate of row 1"
+    assert SourceRecord.objects.get(customer_key="K2").full_name == "Li Changed"
+    assert SourceRecord.objects.count() == 401
+
+
+def test_a_delta_that_arrow_gives_up_on_half_way_loads_every_new_row(write_feed, tmp_path, monkeypatch):
+    # The delta looks its keys up chunk by chunk; by the time Arrow gives up, an early new row is written and
+    # found by the lookup of its later duplicate. The restart deletes it: it must be written again.
+    feed_load(source="core", path=write_feed([customer(f"K{i}", full_name=name(i)) for i in range(400)]))
+    monkeypatch.setattr("profiles.feeds.ARROW_BLOCK_BYTES", 64)
+    lines = ["customer_key,full_name"] + [f"N{i},{name(i, 'Zhao')}" for i in range(20)] + ["N0,Zhao Again"]
+    path = tmp_path / "late_quirk_delta.csv"
+    path.write_text("\n".join(lines + ['N20,"never closed' + "x" * 180]) + "\n", encoding="utf-8")
+
+    batch = feed_load(source="core", path=path)
+
+    assert (batch.rows_read, batch.rows_created, batch.rows_rejected) == (22, 21, 1)
+    assert SourceRecord.objects.get(customer_key="N0").full_name == name(0, "Zhao")
+    assert SourceRecord.objects.filter(customer_key__startswith="N").count() == 21
 
 
 def test_full_card_number_is_never_stored(write_feed):
