@@ -740,7 +740,9 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
     report.profiles_merged = len(absorbed)
     target = cluster_profile[labels]
 
-    sql.create_temp_table("resolve_assignment", "record_id BIGINT PRIMARY KEY, profile_id BIGINT")
+    # No key: the update reads the list whole and finds each record by the records' own primary key, and a
+    # key on two million ids would cost a second to maintain.
+    sql.create_temp_table("resolve_assignment", "record_id BIGINT, profile_id BIGINT")
     # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
     written = (target != current) | scope.column("needs_resolution").to_numpy()
     sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
@@ -807,7 +809,8 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
     """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
     wins = _winners(scope, target)
     winning = wins != 0
-    sql.create_temp_table("resolve_winners", "record_id BIGINT PRIMARY KEY, profile_id BIGINT, wins BIGINT")
+    # No key, as resolve_assignment: the winners are read whole and joined to the records by their primary key.
+    sql.create_temp_table("resolve_winners", "record_id BIGINT, profile_id BIGINT, wins BIGINT")
     sql.bulk_insert_arrays("resolve_winners", {
         "record_id": _int64(scope.column("id"))[winning], "profile_id": target[winning], "wins": wins[winning],
     })
