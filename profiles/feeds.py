@@ -393,7 +393,7 @@ class _Stager:
         self.time_zone = timezone.get_current_timezone_name()
         self.hasher = columnar.KeyedHasher()
         self.worker_hasher = columnar.KeyedHasher()  # a DuckDB connection serves one thread at a time
-        # The digests of the source's records: all at once, or (a file small against the source) per chunk, of its keys.
+        # The source's digests: all at once, or for a file small against the source, those of each chunk's keys.
         self.look_up_keys = look_up_keys
         self.existing = {} if look_up_keys else _existing_digests(source)
         self.pending: deque[tuple[Future, list[int], list[str], list[int], pa.Table]] = deque()

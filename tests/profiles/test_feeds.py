@@ -179,9 +179,14 @@ def test_a_small_delta_looks_up_its_keys_and_counts_as_a_full_comparison_would(w
     feed_load(source="core", path=write_feed([customer(f"K{i}", full_name=name(i)) for i in range(400)]))
     looked_up = []
     original = feeds._existing_digests
-    monkeypatch.setattr(feeds, "_existing_digests", lambda source, keys=None: looked_up.append(keys) or original(source, keys))
-    delta = [customer("K1", full_name=name(1)), customer("K2", full_name="Li Changed"), customer("N1", full_name="Zhao New"),
-             customer("K1", full_name="Wang Again")]
+
+    def spied(source, keys=None):
+        looked_up.append(keys)
+        return original(source, keys)
+
+    monkeypatch.setattr(feeds, "_existing_digests", spied)
+    delta = [customer("K1", full_name=name(1)), customer("K2", full_name="Li Changed"),
+             customer("N1", full_name="Zhao New"), customer("K1", full_name="Wang Again")]
 
     batch = feed_load(source="core", path=write_feed(delta))
 
