@@ -19,7 +19,7 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
 
 When every record is to be resolved (a first load, or `full`), the run works on the whole table: no list of
 touched records, no neighbour search, and the match keys are rebuilt with their index built once afterwards (so
-are the records' indexes around their first assignment to profiles, and the profiles' around their first insert).
+are the profiles' around their first insert; the records' first assignment to profiles rewrites their table once).
 """
 import contextlib
 import logging
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -740,21 +740,23 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
     report.profiles_merged = len(absorbed)
     target = cluster_profile[labels]
 
-    # No key: the update reads the list whole and finds each record by the records' own primary key, and a
-    # key on two million ids would cost a second to maintain.
-    sql.create_temp_table("resolve_assignment", "record_id BIGINT, profile_id BIGINT")
     # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
     written = (target != current) | scope.column("needs_resolution").to_numpy()
-    sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
-    sql.analyze("resolve_assignment")
-    # A first load rewrites every record: its secondary indexes are cheaper built again than updated row by row.
-    with sql.indexes_rebuilt(T_RECORD) if first_profiles and written.all() else contextlib.nullcontext():
+    if first_profiles and written.all() and sql.is_postgres() and _dense(record_ids):
+        _rewrite_records_with_profiles(record_ids, target)
+        moved = len(record_ids)
+    else:
+        # No key: the update reads the list whole and finds each record by the records' own primary key, and a
+        # key on two million ids would cost a second to maintain.
+        sql.create_temp_table("resolve_assignment", "record_id BIGINT, profile_id BIGINT")
+        sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
+        sql.analyze("resolve_assignment")
         moved = sql.execute(
             f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
             f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
         )
+        sql.drop_temp_table("resolve_assignment")
     sql.analyze_after_bulk_write(T_RECORD, moved)
-    sql.drop_temp_table("resolve_assignment")
     if absorbed:
         _absorb_profiles(absorbed, sql.adapt_now())
     profiles, record_counts = np.unique(target, return_counts=True)
@@ -763,6 +765,30 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
     sql.analyze("resolve_profiles")
     report.profiles_updated = len(profiles) - len(new_ids)
     return target
+
+
+def _dense(ids: np.ndarray) -> bool:
+    """Whether an array indexed by these ids (minus the smallest) would be at most twice as long as the list."""
+    return len(ids) > 0 and int(ids.max()) - int(ids.min()) < 2 * len(ids)
+
+
+def _rewrite_records_with_profiles(record_ids: np.ndarray, profile_ids: np.ndarray) -> None:
+    """Give every record its first profile by rewriting the table once: ALTER COLUMN ... TYPE (the same type) USING
+    the profile read from an array constant indexed by record id writes each row once and builds every index
+    sorted, where an UPDATE of every row costs twice that (14.6s plus 7.4s of index builds at 2.15M records,
+    against 8.6s). The statement carries the array as a literal of some 7 bytes per record (15 MB at 2.15M):
+    a log of every DDL statement holds it once."""
+    base = int(record_ids.min())
+    by_id = np.zeros(int(record_ids.max()) - base + 1, dtype=np.int64)  # no NULLs: they make lookups linear
+    by_id[record_ids - base] = profile_ids
+    profile_type = SourceRecord._meta.get_field("profile").db_type(connection)
+    flag_type = SourceRecord._meta.get_field("needs_resolution").db_type(connection)
+    sql.prepare_index_builds()
+    sql.execute(
+        f"ALTER TABLE {T_RECORD} ALTER COLUMN profile_id TYPE {profile_type} "
+        f"USING NULLIF((%s::bigint[])[id - %s], 0), ALTER COLUMN needs_resolution TYPE {flag_type} USING FALSE",
+        ["{" + ",".join(map(str, by_id.tolist())) + "}", base - 1],
+    )
 
 
 def _absorb_profiles(absorbed: dict[int, int], now) -> None:

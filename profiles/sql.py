@@ -468,6 +468,14 @@ def lock_if_empty(table: str) -> bool:
     return fetch_all(empty)[0][0]
 
 
+def prepare_index_builds() -> None:
+    """Before building indexes in a transaction: run the deferred foreign-key checks pending (PostgreSQL builds no
+    index, and rewrites no table, that has some) and give the sorts the bulk memory."""
+    execute("SET CONSTRAINTS ALL IMMEDIATE")
+    execute("SET CONSTRAINTS ALL DEFERRED")
+    execute("SELECT set_config('maintenance_work_mem', %s, true)", [settings.CDP_BULK_WORK_MEM])
+
+
 @contextlib.contextmanager
 def indexes_rebuilt(table: str):
     """Drop the table's indexes for a bulk write and build them again after it: one sorted build per index is
@@ -487,10 +495,7 @@ def indexes_rebuilt(table: str):
     for name, _, constraint, _ in indexes:
         execute(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(constraint)}" if constraint else f"DROP INDEX {name}")
     yield
-    # PostgreSQL builds no index on a table with deferred foreign-key checks pending: run them now.
-    execute("SET CONSTRAINTS ALL IMMEDIATE")
-    execute("SET CONSTRAINTS ALL DEFERRED")
-    execute("SELECT set_config('maintenance_work_mem', %s, true)", [settings.CDP_BULK_WORK_MEM])
+    prepare_index_builds()
     for _, definition, constraint, constraint_definition in indexes:
         execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(constraint)} {constraint_definition}"
                 if constraint else definition)
