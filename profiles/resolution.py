@@ -742,7 +742,8 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
 
     # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
     written = (target != current) | scope.column("needs_resolution").to_numpy()
-    if first_profiles and written.all() and sql.is_postgres() and _dense(record_ids):
+    rewrites_all = first_profiles and written.all()
+    if rewrites_all and sql.is_postgres() and _dense(record_ids):
         _rewrite_records_with_profiles(record_ids, target)
         moved = len(record_ids)
     else:
@@ -751,10 +752,12 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
         sql.create_temp_table("resolve_assignment", "record_id BIGINT, profile_id BIGINT")
         sql.bulk_insert_arrays("resolve_assignment", {"record_id": record_ids[written], "profile_id": target[written]})
         sql.analyze("resolve_assignment")
-        moved = sql.execute(
-            f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
-            f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
-        )
+        # A first load with sparse ids rewrites every record: its indexes are cheaper built again than updated.
+        with sql.indexes_rebuilt(T_RECORD) if rewrites_all else contextlib.nullcontext():
+            moved = sql.execute(
+                f"UPDATE {T_RECORD} SET profile_id = a.profile_id, needs_resolution = FALSE "
+                f"FROM resolve_assignment a WHERE {T_RECORD}.id = a.record_id"
+            )
         sql.drop_temp_table("resolve_assignment")
     sql.analyze_after_bulk_write(T_RECORD, moved)
     if absorbed:
