@@ -838,10 +838,12 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
     """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
     wins = _winners(scope, target)
     winning = wins != 0
+    _, of_profile, winners_per_profile = np.unique(target[winning], return_inverse=True, return_counts=True)
     # No key, as resolve_assignment: the winners are read whole and joined to the records by their primary key.
-    sql.create_temp_table("resolve_winners", "record_id BIGINT, profile_id BIGINT, wins BIGINT")
+    sql.create_temp_table("resolve_winners", "record_id BIGINT, profile_id BIGINT, wins BIGINT, profile_winners BIGINT")
     sql.bulk_insert_arrays("resolve_winners", {
         "record_id": _int64(scope.column("id"))[winning], "profile_id": target[winning], "wins": wins[winning],
+        "profile_winners": winners_per_profile[of_profile],
     })
     sql.analyze("resolve_winners")
     # Per group: its golden fields from the winning record, and the lineage columns (that record and its batch).
@@ -854,15 +856,20 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
     profile_columns = list(columns)
 
     def golden(profiles: str) -> str:
-        # Each group has one winning record per profile, so MAX over the profile's winners picks its values.
-        return "SELECT w.profile_id, " + ", ".join(
-            f"MAX(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
-            for name, (bit, value) in columns.items()
-        ) + (f" FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id "
-             f"WHERE w.profile_id {profiles} GROUP BY w.profile_id")
+        # A profile's values come from its one winning record (most profiles), or else from its winners grouped:
+        # each group has one winner per profile, so MAX over the profile's winners picks its values.
+        def values(aggregate: str) -> str:
+            return ", ".join(f"{aggregate}(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
+                             for name, (bit, value) in columns.items())
+
+        winners = f"FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id WHERE w.profile_id {profiles}"
+        return (f"SELECT w.profile_id, {values('')} {winners} AND w.profile_winners = 1 UNION ALL "
+                f"SELECT w.profile_id, {values('MAX')} {winners} AND w.profile_winners > 1 GROUP BY w.profile_id")
 
     now = sql.adapt_now()
     new = "IN (SELECT profile_id FROM resolve_new_profiles)"
+    # When every profile is new (a first load), the winners need no filter: a join of a million ids less.
+    new_winners = new if existing_profiles else "IS NOT NULL"
     # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
     with sql.indexes_rebuilt(T_PROFILE) if first_profiles else contextlib.nullcontext():
         sql.execute(
@@ -871,7 +878,7 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
             f"SELECT n.profile_id, n.public_id, 'active', p.record_count, %s, %s, "
             f"{', '.join(f'g.{f}' for f in profile_columns)} "
             f"FROM resolve_new_profiles n JOIN resolve_profiles p ON p.profile_id = n.profile_id "
-            f"LEFT JOIN ({golden(new)}) g ON g.profile_id = n.profile_id",
+            f"LEFT JOIN ({golden(new_winners)}) g ON g.profile_id = n.profile_id",
             [now, now],
         )
     if existing_profiles:

@@ -144,6 +144,28 @@ def test_survivorship_prefers_source_priority_then_recency_and_records_lineage(w
     assert profile.record_count == 3
 
 
+def test_a_profile_whose_one_record_wins_everything_takes_its_values_beside_a_merged_one(write_feed):
+    core_batch = load(write_feed, "core", [
+        customer("C1", full_name="王芳", gender="F", birth_date="1991-02-02", id_type="CN_RESIDENT", id_number=ID_1991,
+                 phone="13911112222", email="wang.fang@bank.cn", address="人民路1号", city="杭州", postcode="310000"),
+        customer("C2", full_name="张伟", id_type="CN_RESIDENT", id_number=ID_1990, city="上海"),
+    ])
+    load(write_feed, "card", [customer("K2", full_name="Zhang Wei", core_cif="C2", phone="13824681357")])
+    identity_resolve()
+
+    single = CustomerProfile.objects.get(records__customer_key="C1")
+    assert (single.full_name, single.gender, single.birth_date, single.phone, single.email, single.city) == (
+        "王芳", "F", date(1991, 2, 2), "+8613911112222", "wang.fang@bank.cn", "杭州")
+    assert single.id_number_masked.endswith(ID_1991[-4:]) and single.record_count == 1
+    assert {l.attribute: (l.record.customer_key, l.batch_id) for l in profile_lineage(profile=single)} == {
+        group: ("C1", core_batch.pk)
+        for group in ("name", "gender", "birth_date", "id_number", "phone", "email", "address")
+    }
+    merged = CustomerProfile.objects.get(records__customer_key="K2")
+    assert (merged.full_name, merged.city, merged.phone, merged.record_count) == ("张伟", "上海", "+8613824681357", 2)
+    assert merged.email is None and merged.birth_date is None
+
+
 def test_merge_keeps_all_records_and_the_absorbed_id_resolves_to_the_survivor(write_feed):
     load(write_feed, "core", [customer("C1", full_name="李娜", phone="13700000001")])
     load(write_feed, "card", [customer("K1", full_name="Li Na", phone="13700000002")])
