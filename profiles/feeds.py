@@ -308,13 +308,17 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
             if any(number < next_number for number, _ in unreadable):
                 raise FastReadUnavailable("a row was reported unreadable after later rows were numbered")
             skipped.update(number for number, _ in unreadable)
-            numbers = []
-            while len(numbers) < table.num_rows:
-                if next_number in skipped:
-                    skipped.discard(next_number)
-                else:
-                    numbers.append(next_number)
-                next_number += 1
+            if skipped:
+                numbers = []
+                while len(numbers) < table.num_rows:
+                    if next_number in skipped:
+                        skipped.discard(next_number)
+                    else:
+                        numbers.append(next_number)
+                    next_number += 1
+            else:  # no unreadable row ahead: the chunk's rows are numbered consecutively
+                numbers = np.arange(next_number, next_number + table.num_rows, dtype=np.int64)
+                next_number += table.num_rows
             yield RawChunk(table.add_column(0, "rn", pa.array(numbers, pa.int64())), unreadable)
         if reported:
             yield RawChunk(_chunk_table([], header, []), list(reported))
@@ -396,7 +400,7 @@ class _Stager:
         # The source's digests: all at once, or for a file small against the source, those of each chunk's keys.
         self.look_up_keys = look_up_keys
         self.existing = {} if look_up_keys else _existing_digests(source)
-        self.pending: deque[tuple[Future, list[int], list[str], list[int], pa.Table]] = deque()
+        self.pending: deque[tuple[Future, list[int], pa.Array, np.ndarray, pa.Table]] = deque()
         self.reset()
 
     def reset(self) -> None:
@@ -417,7 +421,8 @@ class _Stager:
             return
         numbers = table.column("rn").to_pylist()
         keys = _dedup_keys(table)
-        digests = row_digests(table, self.hasher).to_pylist()
+        digest_array = row_digests(table, self.hasher)
+        digests = digest_array.to_pylist()
         if self.look_up_keys:
             self.writer.drain()  # the lookup needs the connection the writer uses
             self.existing.update(_existing_digests(self.source, keys=[key for key in keys if key]))
@@ -438,7 +443,7 @@ class _Stager:
         rows = table.take(pa.array(fresh, pa.int64()))
         normalised = self.pool.submit(columnar.normalise_chunk, rows, hasher=self.worker_hasher, today=self.today,
                                       time_zone=self.time_zone)
-        self.pending.append((normalised, numbers, digests, fresh, rows))
+        self.pending.append((normalised, numbers, digest_array, np.array(fresh, dtype=np.int64), rows))
         if len(self.pending) > 1:
             self._stage(*self.pending.popleft())
 
@@ -447,7 +452,7 @@ class _Stager:
         while self.pending:
             self._stage(*self.pending.popleft())
 
-    def _stage(self, work: Future, numbers: list[int], digests: list[str], fresh: list[int], rows: pa.Table) -> None:
+    def _stage(self, work: Future, numbers: list[int], digests: pa.Array, fresh: np.ndarray, rows: pa.Table) -> None:
         state = self.state
         result = work.result()
         state.warnings.update(result.warnings)
@@ -471,9 +476,9 @@ class _Stager:
             staged.append(_normalised_rows(accepted))
             positions.append(np.array(accepted_positions, dtype=np.int64))
         staged_table = pa.concat_tables(staged)
-        staged_digests = pa.array([digests[fresh[p]] for p in np.concatenate(positions)], pa.string())
+        staged_digests = pc.take(digests, fresh[np.concatenate(positions)])
         is_update = np.array([key in self.existing for key in staged_table.column("customer_key").to_pylist()],
-                             dtype=bool)
+                             dtype=bool) if self.existing else np.zeros(staged_table.num_rows, dtype=bool)
         state.updated += int(is_update.sum())
         state.created += int((~is_update).sum())
         # New records go straight into the table (COPY); changed ones through feed_stage and one upsert.

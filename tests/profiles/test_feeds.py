@@ -175,6 +175,7 @@ def test_a_file_read_in_many_chunks_loads_like_one_chunk(write_feed, monkeypatch
     assert (again.rows_unchanged, again.rows_rejected) == (249, 2)  # each record kept its own row's digest
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="elsewhere a load always compares every digest")
 def test_a_small_delta_looks_up_its_keys_and_counts_as_a_full_comparison_would(write_feed, monkeypatch):
     feed_load(source="core", path=write_feed([customer(f"K{i}", full_name=name(i)) for i in range(400)]))
     looked_up = []
@@ -196,6 +197,21 @@ def test_a_small_delta_looks_up_its_keys_and_counts_as_a_full_comparison_would(w
     assert RejectedRow.objects.get(batch=batch).reason == "customer_key: duplicate of row 1"
     assert SourceRecord.objects.get(customer_key="K2").full_name == "Li Changed"
     assert SourceRecord.objects.count() == 401
+
+
+def test_rows_after_an_unreadable_row_in_an_earlier_chunk_keep_their_row_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr("profiles.feeds.ARROW_BLOCK_BYTES", 256)
+    lines = (["customer_key,full_name"] + [f"K{i},{name(i)}" for i in range(100)] + ["K_SHORT"]
+             + [f"K{i},{name(i)}" for i in range(100, 180)] + ["K5,Wang Again"]
+             + [f"K{i},{name(i)}" for i in range(180, 200)])
+    path = tmp_path / "short_row.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    batch = feed_load(source="core", path=path)
+
+    assert (batch.rows_read, batch.rows_created, batch.rows_rejected) == (202, 200, 2)
+    assert dict(RejectedRow.objects.filter(batch=batch).values_list("row_number", "reason")) == {
+        101: "expected 2 columns, found 1", 182: "customer_key: duplicate of row 6"}
 
 
 def test_a_delta_that_arrow_gives_up_on_half_way_loads_every_new_row(write_feed, tmp_path, monkeypatch):
