@@ -104,6 +104,21 @@ def test_records_with_different_valid_id_numbers_never_merge(write_feed):
     assert frozenset({"core:C1", "card:K1"}) in groups_found  # the stronger CIF link wins over phone+birth date
 
 
+def test_a_conflicted_cluster_keeps_its_strongest_links(write_feed):
+    # C1 and C2 hold different valid id numbers; K1 links to C1 by the CIF cross-reference (a stronger rule) and
+    # to C2 by email + name (a weaker one): K1 goes with C1, whichever link the data lists first.
+    contact = {"phone": "13912345678", "birth_date": "1990-01-01"}
+    load(write_feed, "core", [
+        customer("C1", full_name="李娜", id_type="CN_RESIDENT", id_number=ID_1990, **contact),
+        customer("C2", full_name="Li Na", id_type="CN_RESIDENT", id_number=ID_1991, email="li.na@bank.cn", **contact),
+    ])
+    load(write_feed, "card", [customer("K1", full_name="Li Na", core_cif="C1", email="li.na@bank.cn")])
+    report = identity_resolve()
+
+    assert report.constrained_clusters == 1
+    assert groups() == {frozenset({"core:C1", "card:K1"}), frozenset({"core:C2"})}
+
+
 def test_a_cluster_cannot_grow_past_the_size_cap(write_feed, settings):
     settings.CDP_MAX_CLUSTER_SIZE = 3
     # A chain of different rules: each consecutive pair shares one rule's identifiers.
