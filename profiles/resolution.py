@@ -729,7 +729,7 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
         if cluster_profile[cluster] == 0 and profile not in taken:
             cluster_profile[cluster] = profile
             taken.add(profile)
-    clusters = np.unique(labels)
+    clusters = np.flatnonzero(np.bincount(labels))  # the labels in use, in order: linear, where np.unique sorts
     new_clusters = clusters[cluster_profile[clusters] == 0]
     new_ids = sql.allocate_id_array(CustomerProfile, len(new_clusters))
     cluster_profile[new_clusters] = new_ids
@@ -827,18 +827,26 @@ def _winners(scope: pa.Table, target: np.ndarray) -> np.ndarray:
     priority = _int64(scope.column("source_priority"))
     changed = _int64(scope.column("changed"))
     present = _int64(scope.column("present"))
-    invalid_id = ~scope.column("id_valid").to_numpy(zero_copy_only=False)
-    by_recency = np.lexsort((-record_ids, -changed, priority, target))
-    by_valid_id = np.lexsort((-record_ids, -changed, priority, invalid_id, target))
+    valid_id = scope.column("id_valid").to_numpy(zero_copy_only=False)
+    order = np.lexsort((-record_ids, -changed, priority, target))
     wins = np.zeros(len(record_ids), dtype=np.int64)
     for bit, group in enumerate(SURVIVORSHIP_GROUPS):
-        order = by_valid_id if group == "id_number" else by_recency
         candidates = order[(present[order] & (1 << bit)) != 0]
-        profile = target[candidates]
-        first = np.ones(len(candidates), dtype=bool)
-        first[1:] = profile[1:] != profile[:-1]
-        wins[candidates[first]] |= 1 << bit
+        winners = candidates[_firsts(target[candidates])]
+        if group == "id_number":
+            # A profile's first valid number, in the same order, beats its first number.
+            valid = candidates[valid_id[candidates]]
+            valid_winners = valid[_firsts(target[valid])]
+            winners = np.concatenate([valid_winners, winners[~np.isin(target[winners], target[valid_winners])]])
+        wins[winners] |= 1 << bit
     return wins
+
+
+def _firsts(profiles: np.ndarray) -> np.ndarray:
+    """Of a list sorted by profile: where each profile's run starts."""
+    first = np.ones(len(profiles), dtype=bool)
+    first[1:] = profiles[1:] != profiles[:-1]
+    return first
 
 
 def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int, first_profiles: bool) -> None:
