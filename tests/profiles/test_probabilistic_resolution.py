@@ -171,14 +171,16 @@ def test_rejecting_the_possible_duplicate_keeps_the_pair_apart_for_good(resolved
     assert not RecordLink.objects.filter(record_a_id=duplicate.record_a_id, record_b_id=duplicate.record_b_id).exists()
 
 
-def test_a_scoring_failure_fails_the_whole_resolution_and_the_next_run_completes_it(loaded, monkeypatch):
-    # A first resolution scores in a thread while the match keys are written; its error must still undo the run.
-    def broken_scoring(*args, **kwargs):
-        raise RuntimeError("scoring died")
+@pytest.mark.parametrize("step", ["train_model", "score_pairs"])
+def test_a_scoring_failure_fails_the_whole_resolution_and_the_next_run_completes_it(loaded, monkeypatch, step):
+    # A first resolution trains and scores in a thread while the match keys are written; an error in either
+    # must still undo the run.
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"{step} died")
 
     with monkeypatch.context() as patched:
-        patched.setattr(probabilistic, "score_pairs", broken_scoring)
-        with pytest.raises(RuntimeError, match="scoring died"):
+        patched.setattr(probabilistic, step, broken)
+        with pytest.raises(RuntimeError, match=f"{step} died"):
             identity_resolve()
     assert not MatchKey.objects.exists()
     assert not CustomerProfile.objects.exists()
