@@ -872,21 +872,24 @@ def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profile
         columns[f"{group}_batch_id"] = (bit, "r.last_batch_id")
     profile_columns = list(columns)
 
-    def golden(profiles: str) -> str:
+    def golden(profiles: str | None) -> str:
         # A profile's values come from its one winning record (most profiles), or else from its winners grouped:
-        # each group has one winner per profile, so MAX over the profile's winners picks its values.
+        # each group has one winner per profile, so MAX over the profile's winners picks its values. `profiles`: a
+        # condition on the profile id (None: every winner).
         def values(aggregate: str) -> str:
             return ", ".join(f"{aggregate}(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
                              for name, (bit, value) in columns.items())
 
-        winners = f"FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id WHERE w.profile_id {profiles}"
-        return (f"SELECT w.profile_id, {values('')} {winners} AND w.profile_winners = 1 UNION ALL "
-                f"SELECT w.profile_id, {values('MAX')} {winners} AND w.profile_winners > 1 GROUP BY w.profile_id")
+        winners = f"FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id"
+        of_profiles = "" if profiles is None else f" AND w.profile_id {profiles}"
+        return (f"SELECT w.profile_id, {values('')} {winners} WHERE w.profile_winners = 1{of_profiles} UNION ALL "
+                f"SELECT w.profile_id, {values('MAX')} {winners} WHERE w.profile_winners > 1{of_profiles} "
+                f"GROUP BY w.profile_id")
 
     now = sql.adapt_now()
     new = "IN (SELECT profile_id FROM resolve_new_profiles)"
     # When every profile is new (a first load), the winners need no filter: a join of a million ids less.
-    new_winners = new if existing_profiles else "IS NOT NULL"
+    new_winners = new if existing_profiles else None
     # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
     with sql.indexes_rebuilt(T_PROFILE) if first_profiles else contextlib.nullcontext():
         sql.execute(
