@@ -18,7 +18,7 @@ from segments.selectors import segment_members
 from segments.services import segment_refresh, segment_save, segments_refresh_due
 from tags.models import TagDefinition
 
-from tests.profiles.test_interrupted_load import database_url, wait_for_backend_exit
+from tests.profiles.loads import database_url, wait_for_backend_exit
 
 from .conftest import NOW
 
