@@ -10,9 +10,11 @@ import gzip
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from django.db import transaction
+from django.db import connection, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -672,3 +674,41 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
         return batch
     finally:
         _unlock_source(source)
+
+
+def feed_load_all(feeds: Sequence[tuple[str, Path | str]], *, encoding: str = "utf-8-sig") -> list[FeedBatch]:
+    """Load several customer feeds (source code, file), each as its own batch; returns the batches in that order.
+
+    A load keeps one core busy with its Python work, so on PostgreSQL the feeds of different sources load at once,
+    in a process each (up to one per core): the nightly files of core, card and wealth in about the time of the
+    largest instead of the sum. Feeds of one source load one after another in the order given (they would queue on
+    the source's lock anyway). Inside a transaction, or on SQLite (one writer at a time), all load here in turn.
+    """
+    by_source: dict[str, list[tuple[int, Path]]] = {}
+    for position, (code, path) in enumerate(feeds):
+        by_source.setdefault(code, []).append((position, Path(path)))
+    groups = list(by_source.items())
+    workers = min(len(groups), os.cpu_count() or 1)
+    if workers < 2 or not sql.is_postgres() or connection.in_atomic_block:
+        return [feed_load(source=code, path=path, encoding=encoding) for code, path in feeds]
+    # Forked children start with no connection (each opens its own) and the parent's settings (tests' database too).
+    connections.close_all()
+    batch_ids: dict[int, int] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        loads = [pool.submit(_load_one_source, code, group, encoding) for code, group in groups]
+        failures = [load.exception() for load in loads if load.exception() is not None]
+        for load in loads:
+            if load.exception() is None:
+                batch_ids.update(load.result())
+    if failures:
+        raise failures[0]
+    batches = FeedBatch.objects.in_bulk(batch_ids.values())
+    return [batches[batch_ids[position]] for position in range(len(feeds))]
+
+
+def _load_one_source(code: str, group: list[tuple[int, Path]], encoding: str) -> dict[int, int]:
+    """In a child process of feed_load_all: load one source's feeds; their positions -> batch ids."""
+    try:
+        return {position: feed_load(source=code, path=path, encoding=encoding).pk for position, path in group}
+    finally:
+        connections.close_all()

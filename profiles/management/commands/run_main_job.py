@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from profiles.activity import activity_feed_load
-from profiles.feeds import feed_load
+from profiles.feeds import feed_load_all
 from profiles.metrics import profile_metrics_recompute
 from profiles.models import CustomerProfile, PossibleDuplicate, SourceRecord
 from profiles.resolution import identity_resolve
@@ -37,8 +37,8 @@ class Command(BaseCommand):
         if not (out_dir / "core_customers.csv").exists():
             counts = generate_sample_feeds(out_dir=out_dir, customers=customers, seed=seed)
             self.stdout.write(f"generated sample feeds in {out_dir}: {counts}")
-        for source, name in SAMPLE_FEEDS:
-            batch = feed_load(source=source, path=out_dir / name)
+        batches = feed_load_all([(source, out_dir / name) for source, name in SAMPLE_FEEDS])
+        for (_, name), batch in zip(SAMPLE_FEEDS, batches):
             if batch.status != batch.Status.SUCCEEDED:
                 raise CommandError(f"loading {name} failed: {batch.error}")
             self.stdout.write(

@@ -1,0 +1,94 @@
+"""`load_feed core=FILE card=FILE wealth=FILE` loads the feeds of several sources at once, in a process each, and
+ends where loading them one after another ends; a bad file among them fails alone."""
+import io
+import os
+import time
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection, transaction
+
+from profiles.feeds import feed_load_all
+from profiles.models import FeedBatch, SourceRecord
+from profiles.resolution import identity_resolve
+from profiles.sample_data import CARD_FILE, CORE_FILE, WEALTH_FILE, generate_sample_feeds
+
+from .loads import clear_loaded_data, load_feed_command, snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+FEEDS = (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE))
+
+
+def waiting_writers(cur) -> set[int]:
+    cur.execute("SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                [SourceRecord._meta.db_table])
+    return {pid for (pid,) in cur.fetchall()}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite loads one feed at a time")
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core loads one feed at a time")
+def test_feeds_of_three_sources_load_at_once_and_end_as_one_after_another(tmp_path):
+    generate_sample_feeds(out_dir=tmp_path, customers=600, seed=5)
+    arguments = [f"{code}={tmp_path / name}" for code, name in FEEDS]
+
+    # A lock the test holds on the source records stops every load at its write: two loads waiting there at the
+    # same time are two loads running at once.
+    with transaction.atomic():
+        with connection.cursor() as cur:
+            cur.execute(f"LOCK TABLE {SourceRecord._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
+            proc = load_feed_command(*arguments)
+            deadline = time.monotonic() + 60
+            while len(waiting_writers(cur)) < 2:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the loads never waited to write at the same time"
+                time.sleep(0.05)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    batches = FeedBatch.objects.order_by("pk")
+    assert sorted(batch.source.code for batch in batches) == ["card", "core", "wealth"]
+    assert all(batch.status == FeedBatch.Status.SUCCEEDED for batch in batches)
+    for code, _ in FEEDS:
+        assert f" {code}: read " in output
+    assert "resolved " in output  # one resolution after the three loads
+    at_once = snapshot()
+
+    clear_loaded_data()
+    for code, name in FEEDS:
+        call_command("load_feed", str(tmp_path / name), source=code, no_resolve=True, stdout=io.StringIO())
+    identity_resolve()
+    one_after_another = snapshot()
+    assert at_once["records"] == one_after_another["records"]
+    assert at_once["profiles"] == one_after_another["profiles"]
+
+
+def test_a_bad_file_among_them_fails_alone_and_the_others_load(write_feed, tmp_path):
+    good = write_feed([{"customer_key": "C1", "full_name": "Wang Fang", "phone": "13912345678"}])
+    binary = tmp_path / "card.csv"
+    binary.write_bytes(b"\x00\x01\x02PK\x03\x04" * 100)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="failed"):
+        call_command("load_feed", f"core={good}", f"card={binary}", stdout=out)
+    core, card = FeedBatch.objects.get(source__code="core"), FeedBatch.objects.get(source__code="card")
+    assert core.status == FeedBatch.Status.SUCCEEDED and core.rows_created == 1
+    assert card.status == FeedBatch.Status.FAILED and card.error
+    assert list(SourceRecord.objects.values_list("source__code", "customer_key")) == [("core", "C1")]
+    assert SourceRecord.objects.get().profile_id is not None  # the good feed was resolved
+    assert f"batch {card.pk} card: failed" in out.getvalue()
+
+
+def test_load_feed_names_an_unknown_source_and_a_malformed_argument(write_feed):
+    feed = write_feed([{"customer_key": "C1", "full_name": "Wang Fang"}])
+    with pytest.raises(CommandError, match=r"unknown source nosuch \(known: .*core"):
+        call_command("load_feed", f"core={feed}", f"nosuch={feed}")
+    with pytest.raises(CommandError, match="SOURCE=FILE"):
+        call_command("load_feed", str(feed))
+    assert not FeedBatch.objects.exists()
+
+
+def test_inside_a_transaction_the_feeds_load_in_turn_and_come_back_in_order(write_feed):
+    core = write_feed([{"customer_key": "C1", "full_name": "Wang Fang"}])
+    card = write_feed([{"customer_key": "K1", "full_name": "Wang Fang"}, {"customer_key": "K2", "full_name": "Li Na"}])
+    with transaction.atomic():
+        batches = feed_load_all([("card", card), ("core", core)])
+    assert [(b.source.code, b.rows_created) for b in batches] == [("card", 2), ("core", 1)]
