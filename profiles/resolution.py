@@ -150,6 +150,9 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         if sql.is_postgres():
             # One resolution at a time: two would race to assign the same records.
             sql.execute("SELECT pg_advisory_xact_lock(%s)", [sql.advisory_lock_key("resolve", 0)])
+            # Loads and unmerges wait to write records until this run commits (and it waits for those under way):
+            # a record changed meanwhile would be marked resolved without its new content ever being resolved.
+            sql.execute(f"LOCK TABLE {T_RECORD} IN SHARE MODE")
         sql.set_work_mem()
         timer = _Timer(report)
         # A resolved record has a profile: through the profile index, a first run finds none at once instead of

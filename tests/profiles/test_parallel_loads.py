@@ -1,5 +1,6 @@
-"""`load_feed core=FILE card=FILE wealth=FILE` loads the feeds of several sources at once, in a process each, and
-ends where loading them one after another ends; a bad file among them fails alone."""
+"""Loads at the same time as other work: `load_feed core=FILE card=FILE wealth=FILE` loads the feeds of several
+sources at once, in a process each, and ends where loading them one after another ends (a bad file among them fails
+alone); a load waits for a resolution under way instead of changing records under it."""
 import io
 import os
 import time
@@ -92,3 +93,27 @@ def test_inside_a_transaction_the_feeds_load_in_turn_and_come_back_in_order(writ
     with transaction.atomic():
         batches = feed_load_all([("card", card), ("core", core)])
     assert [(b.source.code, b.rows_created) for b in batches] == [("card", 2), ("core", 1)]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite has one writer at a time anyway")
+def test_a_load_waits_for_a_resolution_under_way_and_the_next_run_resolves_it(write_feed):
+    first = write_feed([{"customer_key": "C1", "full_name": "Wang Fang", "phone": "13912345678"}])
+    call_command("load_feed", str(first), source="core", stdout=io.StringIO())
+    changed = write_feed([{"customer_key": "C1", "full_name": "Wang Fang", "phone": "13987654321"},
+                          {"customer_key": "C2", "full_name": "Li Na"}])
+    with transaction.atomic():
+        identity_resolve(full=True)  # a run whose transaction is still open
+        proc = load_feed_command("--source", "core", "--no-resolve", str(changed))
+        with connection.cursor() as cur:
+            deadline = time.monotonic() + 60
+            while not waiting_writers(cur):
+                assert proc.poll() is None, f"the load did not wait for the resolution: {proc.stdout.read()}"
+                assert time.monotonic() < deadline, "the load never reached its write"
+                time.sleep(0.05)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert set(SourceRecord.objects.filter(needs_resolution=True).values_list("customer_key", flat=True)) == {"C1", "C2"}
+    identity_resolve()
+    assert not SourceRecord.objects.filter(needs_resolution=True).exists()
+    assert SourceRecord.objects.get(customer_key="C1").profile.phone == "+8613987654321"
+    assert SourceRecord.objects.get(customer_key="C2").profile_id is not None
