@@ -15,7 +15,8 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
 6. clusters -> profiles: a cluster keeps the profile that holds most of its records, other profiles it covers
    are merged into it (and keep resolving to it), a cluster with no profile gets a new one;
 7. survivorship and lineage of every golden attribute: the winning record of each group ranked in numpy, the
-   golden values read from the winners in one grouped query; new profiles are written once, with their values.
+   profiles' golden rows taken from the winners in Arrow (in a thread, while PostgreSQL moves the records to
+   their profiles); new profiles are written once, with their values, by COPY.
 
 When every record is to be resolved (a first load, or `full`), the run works on the whole table: no list of
 touched records, no neighbour search, and the match keys are rebuilt with their index built once afterwards (so
@@ -26,6 +27,7 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -33,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -201,11 +204,15 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         timer.lap("cluster")
         # Before the first profile exists nobody reads records by profile: first writes rebuild their indexes.
         first_profiles = not CustomerProfile.objects.exists()
-        target = _assign_profiles(report, scope, labels, first_profiles=first_profiles)
+        plan = _plan_profiles(report, scope, labels)
+        # The golden rows are built in a thread while PostgreSQL rewrites the records (one core each).
+        golden = _start_golden_values(scope, plan)
+        timer.lap("survivorship_ranking")
+        _write_assignment(scope, plan, first_profiles=first_profiles)
         timer.lap("assign_profiles")
-        _apply_survivorship(scope, target, existing_profiles=report.profiles_updated, first_profiles=first_profiles)
+        _write_profiles(plan, golden.result(), first_profiles=first_profiles)
         timer.lap("survivorship")
-        for table in ("resolve_dirty", "resolve_scope", "resolve_profiles", "resolve_new_profiles"):
+        for table in ("resolve_dirty", "resolve_scope"):
             sql.drop_temp_table(table)
         timer.lap("finish")
     report.seconds = round(time.perf_counter() - started, 3)
@@ -718,11 +725,22 @@ def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash
 
 # --- 6. clusters -> profiles -------------------------------------------------------------------------------
 
-def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray, *,
-                     first_profiles: bool) -> np.ndarray:
-    """Pick each cluster's profile (allocating new ones), move records and merge absorbed profiles; return the
-    profile of each scope record. New profiles are listed in resolve_new_profiles and written by survivorship."""
-    record_ids = _int64(scope.column("id"))
+@dataclass
+class _ProfilePlan:
+    """Where the scope's records go: `target`, each record's profile (scope order); `profiles`, the profiles that
+    hold records (sorted) with their `record_counts`; the new ones among them (`new_ids`, ascending, with their
+    `public_ids`); and the profiles absorbed by others (`absorbed`: id -> survivor)."""
+
+    target: np.ndarray
+    profiles: np.ndarray
+    record_counts: np.ndarray
+    new_ids: np.ndarray
+    public_ids: list[str]
+    absorbed: dict[int, int]
+
+
+def _plan_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray) -> _ProfilePlan:
+    """Pick each cluster's profile (allocating ids for new ones) and the profiles that merge into others."""
     current = _int64(pc.fill_null(scope.column("profile_id"), 0))
     # Count records per (cluster, current profile); a cluster keeps the profile that holds most of its records.
     has_profile = current > 0
@@ -736,22 +754,28 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
             taken.add(profile)
     clusters = np.flatnonzero(np.bincount(labels))  # the labels in use, in order: linear, where np.unique sorts
     new_clusters = clusters[cluster_profile[clusters] == 0]
-    new_ids = sql.allocate_id_array(CustomerProfile, len(new_clusters))
+    new_ids = np.sort(sql.allocate_id_array(CustomerProfile, len(new_clusters)))
     cluster_profile[new_clusters] = new_ids
-    report.profiles_created = len(new_ids)
-    sql.create_temp_table("resolve_new_profiles", "profile_id BIGINT PRIMARY KEY, public_id VARCHAR(26)")
-    sql.bulk_insert_arrays("resolve_new_profiles", {
-        "profile_id": new_ids, "public_id": np.array(CustomerProfile.new_public_ids(len(new_ids)), dtype="S17"),
-    })
 
     # A profile that keeps no cluster is absorbed by the cluster holding most of its former records.
     absorbed: dict[int, int] = {}
     for cluster, profile in zip(pairs[0][order].tolist(), pairs[1][order].tolist()):
         if profile not in taken and profile not in absorbed:
             absorbed[profile] = int(cluster_profile[cluster])
-    report.profiles_merged = len(absorbed)
     target = cluster_profile[labels]
+    profiles, record_counts = np.unique(target, return_counts=True)
+    report.profiles_created = len(new_ids)
+    report.profiles_merged = len(absorbed)
+    report.profiles_updated = len(profiles) - len(new_ids)
+    return _ProfilePlan(target=target, profiles=profiles, record_counts=record_counts, new_ids=new_ids,
+                        public_ids=CustomerProfile.new_public_ids(len(new_ids)), absorbed=absorbed)
 
+
+def _write_assignment(scope: pa.Table, plan: _ProfilePlan, *, first_profiles: bool) -> None:
+    """Move the records to their profiles, clear their flags and mark the absorbed profiles merged."""
+    record_ids = _int64(scope.column("id"))
+    current = _int64(pc.fill_null(scope.column("profile_id"), 0))
+    target = plan.target
     # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
     written = (target != current) | scope.column("needs_resolution").to_numpy()
     rewrites_all = first_profiles and written.all()
@@ -772,14 +796,8 @@ def _assign_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarr
             )
         sql.drop_temp_table("resolve_assignment")
     sql.analyze_after_bulk_write(T_RECORD, moved)
-    if absorbed:
-        _absorb_profiles(absorbed, sql.adapt_now())
-    profiles, record_counts = np.unique(target, return_counts=True)
-    sql.create_temp_table("resolve_profiles", "profile_id BIGINT PRIMARY KEY, record_count BIGINT")
-    sql.bulk_insert_arrays("resolve_profiles", {"profile_id": profiles, "record_count": record_counts})
-    sql.analyze("resolve_profiles")
-    report.profiles_updated = len(profiles) - len(new_ids)
-    return target
+    if plan.absorbed:
+        _absorb_profiles(plan.absorbed, sql.adapt_now())
 
 
 def _dense(ids: np.ndarray) -> bool:
@@ -854,64 +872,93 @@ def _firsts(profiles: np.ndarray) -> np.ndarray:
     return first
 
 
-def _apply_survivorship(scope: pa.Table, target: np.ndarray, *, existing_profiles: int, first_profiles: bool) -> None:
-    """Golden values and lineage of every profile in resolve_profiles; new profiles are inserted with them."""
-    wins = _winners(scope, target)
-    winning = wins != 0
-    _, of_profile, winners_per_profile = np.unique(target[winning], return_inverse=True, return_counts=True)
+# Golden fields that the fetched records do not carry, read for the winning records only.
+_WINNER_FIELDS_SCHEMA = pa.schema([("id", pa.int64())] + [
+    (name, pa.string()) for name in ("full_name", "family_name", "given_name", "id_number_masked", "address")
+])
+
+
+def _start_golden_values(scope: pa.Table, plan: _ProfilePlan) -> Future:
+    """Rank the winners and read their fields, then build the profiles' golden rows (`_golden_rows`) in a thread,
+    which touches no database: the caller rewrites the records meanwhile. Its result: `_GoldenRows`."""
+    wins = _winners(scope, plan.target)
+    winning = np.flatnonzero(wins)
     # No key, as resolve_assignment: the winners are read whole and joined to the records by their primary key.
-    sql.create_temp_table("resolve_winners", "record_id BIGINT, profile_id BIGINT, wins BIGINT, profile_winners BIGINT")
-    sql.bulk_insert_arrays("resolve_winners", {
-        "record_id": _int64(scope.column("id"))[winning], "profile_id": target[winning], "wins": wins[winning],
-        "profile_winners": winners_per_profile[of_profile],
-    })
+    sql.create_temp_table("resolve_winners", "record_id BIGINT")
+    sql.bulk_insert_arrays("resolve_winners", {"record_id": _int64(scope.column("id"))[winning]})
     sql.analyze("resolve_winners")
-    # Per group: its golden fields from the winning record, and the lineage columns (that record and its batch).
-    columns = {
-        f: (bit, f"r.{f}") for bit, (_, fields) in enumerate(SURVIVORSHIP_GROUPS.values()) for f in fields
-    }
-    for bit, group in enumerate(SURVIVORSHIP_GROUPS):
-        columns[f"{group}_record_id"] = (bit, "r.id")
-        columns[f"{group}_batch_id"] = (bit, "r.last_batch_id")
-    profile_columns = list(columns)
+    fields = ", ".join(f"r.{name}" for name in _WINNER_FIELDS_SCHEMA.names)
+    winner_fields = sql.fetch_arrow(
+        f"SELECT {fields} FROM {T_RECORD} r JOIN resolve_winners w ON w.record_id = r.id", _WINNER_FIELDS_SCHEMA)
+    sql.drop_temp_table("resolve_winners")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="survivorship")
+    rows = pool.submit(_golden_rows, scope, plan, wins, winning, winner_fields.sort_by("id"),
+                       sql.column_types(T_PROFILE))
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return rows
 
-    def golden(profiles: str | None) -> str:
-        # A profile's values come from its one winning record (most profiles), or else from its winners grouped:
-        # each group has one winner per profile, so MAX over the profile's winners picks its values. `profiles`: a
-        # condition on the profile id (None: every winner).
-        def values(aggregate: str) -> str:
-            return ", ".join(f"{aggregate}(CASE WHEN (w.wins & {1 << bit}) <> 0 THEN {value} END) AS {name}"
-                             for name, (bit, value) in columns.items())
 
-        winners = f"FROM resolve_winners w JOIN {T_RECORD} r ON r.id = w.record_id"
-        of_profiles = "" if profiles is None else f" AND w.profile_id {profiles}"
-        return (f"SELECT w.profile_id, {values('')} {winners} WHERE w.profile_winners = 1{of_profiles} UNION ALL "
-                f"SELECT w.profile_id, {values('MAX')} {winners} WHERE w.profile_winners > 1{of_profiles} "
-                f"GROUP BY w.profile_id")
+@dataclass
+class _GoldenRows:
+    new: sql.EncodedRows  # the new profiles, whole rows ready to insert
+    existing: pa.Table  # the others: golden fields, lineage and record count
+    now: datetime
 
-    now = sql.adapt_now()
-    new = "IN (SELECT profile_id FROM resolve_new_profiles)"
-    # When every profile is new (a first load), the winners need no filter: a join of a million ids less.
-    new_winners = new if existing_profiles else None
+
+def _golden_rows(scope: pa.Table, plan: _ProfilePlan, wins: np.ndarray, winning: np.ndarray,
+                 winner_fields: pa.Table, profile_column_types: dict | None) -> _GoldenRows:
+    """Per profile of the plan: its record count, and per survivorship group the group's fields and lineage
+    (record and batch) from the group's winner; null where none of its records has a value."""
+    profile_at = np.searchsorted(plan.profiles, plan.target)  # each scope record's profile, as a row number
+    winner_row = np.full(len(wins), -1, dtype=np.int64)
+    winner_row[winning] = np.arange(len(winning))  # winner_fields holds the winners in scope (id) order
+    columns = {"id": pa.array(plan.profiles), "record_count": pa.array(plan.record_counts)}
+    for bit, (group, (_, fields)) in enumerate(SURVIVORSHIP_GROUPS.items()):
+        supplier = np.full(len(plan.profiles), -1, dtype=np.int64)
+        rows = np.flatnonzero(wins & (1 << bit))
+        supplier[profile_at[rows]] = rows
+        none = supplier < 0
+        in_scope = pa.array(supplier, mask=none)
+        in_winners = pa.array(winner_row[supplier], mask=none)
+        for name in fields:
+            if name in winner_fields.column_names:
+                columns[name] = pc.take(winner_fields.column(name), in_winners)
+            elif name == "birth_date":
+                columns[name] = pc.take(scope.column(name), in_scope).cast(pa.date32())
+            else:
+                columns[name] = pc.take(scope.column(name), in_scope)
+        columns[f"{group}_record_id"] = pc.take(scope.column("id"), in_scope)
+        columns[f"{group}_batch_id"] = pc.take(scope.column("last_batch_id"), in_scope)
+    golden = pa.table(columns)
+    is_new = np.isin(plan.profiles, plan.new_ids)  # both sorted: the new rows come in new_ids order
+    new = golden.filter(pa.array(is_new))
+    now = timezone.now()
+    stamp = pa.array(np.full(new.num_rows, int(now.timestamp() * 1_000_000), dtype=np.int64)).cast(
+        pa.timestamp("us", tz="UTC"))
+    new = new.append_column("public_id", pa.array(plan.public_ids, pa.string())) \
+        .append_column("status", pa.array(["active"] * new.num_rows, pa.string())) \
+        .append_column("created_at", stamp).append_column("updated_at", stamp)
+    return _GoldenRows(new=sql.encode_rows(new, profile_column_types), existing=golden.filter(pa.array(~is_new)),
+                       now=now)
+
+
+def _write_profiles(plan: _ProfilePlan, golden: _GoldenRows, *, first_profiles: bool) -> None:
+    """Insert the new profiles with their golden rows; give the others theirs (they hold records, so are active)."""
     # Into an empty table (a first load), a million profiles go faster with the indexes built afterwards.
     with sql.indexes_rebuilt(T_PROFILE) if first_profiles else contextlib.nullcontext():
+        sql.bulk_insert_encoded(T_PROFILE, golden.new)
+    existing = golden.existing
+    if existing.num_rows:
+        columns = existing.column_names
+        sql.drop_temp_table("resolve_golden")
+        sql.execute(f"CREATE TEMP TABLE resolve_golden AS SELECT {', '.join(columns)} FROM {T_PROFILE} WHERE 1 = 0")
+        sql.bulk_insert_arrow("resolve_golden", existing)
+        sql.analyze("resolve_golden")
+        assignments = ", ".join(f"{name} = g.{name}" for name in columns if name != "id")
         sql.execute(
-            f"INSERT INTO {T_PROFILE} (id, public_id, status, record_count, created_at, updated_at, "
-            f"{', '.join(profile_columns)}) "
-            f"SELECT n.profile_id, n.public_id, 'active', p.record_count, %s, %s, "
-            f"{', '.join(f'g.{f}' for f in profile_columns)} "
-            f"FROM resolve_new_profiles n JOIN resolve_profiles p ON p.profile_id = n.profile_id "
-            f"LEFT JOIN ({golden(new_winners)}) g ON g.profile_id = n.profile_id",
-            [now, now],
+            f"UPDATE {T_PROFILE} SET {assignments}, status = 'active', merged_into_id = NULL, merged_at = NULL, "
+            f"updated_at = %s FROM resolve_golden g WHERE {T_PROFILE}.id = g.id",
+            [connection.ops.adapt_datetimefield_value(golden.now)],
         )
-    if existing_profiles:
-        assignments = ", ".join(f"{f} = g.{f}" for f in profile_columns)
-        sql.execute(
-            f"UPDATE {T_PROFILE} SET {assignments}, record_count = p.record_count, status = 'active', "
-            f"merged_into_id = NULL, merged_at = NULL, updated_at = %s "
-            f"FROM resolve_profiles p LEFT JOIN ({golden('NOT ' + new)}) g ON g.profile_id = p.profile_id "
-            f"WHERE {T_PROFILE}.id = p.profile_id AND p.profile_id NOT {new}",
-            [now],
-        )
-    sql.analyze_after_bulk_write(T_PROFILE, len(target))
-    sql.drop_temp_table("resolve_winners")
+        sql.drop_temp_table("resolve_golden")
+    sql.analyze_after_bulk_write(T_PROFILE, len(plan.target))

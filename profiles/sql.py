@@ -9,6 +9,7 @@ import hashlib
 import io
 import queue
 import threading
+from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -154,13 +155,16 @@ _ARROW_INTEGER_FOR = {"smallint": pa.int16(), "integer": pa.int32(), "bigint": p
 _COPY_SEND_BYTES = 1 << 20
 
 
-def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
-    """COPY the rows of an Arrow table through a psycopg2 cursor in PostgreSQL's binary format (pgpq encodes it):
-    the server reads numbers, dates and timestamps as they are instead of parsing text, about three times less
-    work than CSV for the server and for us."""
+def _column_types(cursor, table: str) -> dict[str, str]:
     cursor.execute("SELECT attname, format_type(atttypid, NULL) FROM pg_attribute WHERE attrelid = %s::regclass "
                    "AND attnum > 0 AND NOT attisdropped", [quote(table)])
-    column_types = dict(cursor.fetchall())
+    return dict(cursor.fetchall())
+
+
+def _binary_payload(data: pa.Table, column_types: dict[str, str]) -> bytes:
+    """The rows in PostgreSQL's binary COPY format (pgpq encodes it) for columns of these types: the server reads
+    numbers, dates and timestamps as they are instead of parsing text, about three times less work than CSV for
+    the server and for us."""
     data = pa.table([
         column.cast(_ARROW_INTEGER_FOR[column_types[name]])
         if pa.types.is_integer(column.type) and column_types[name] in _ARROW_INTEGER_FOR else column
@@ -172,10 +176,47 @@ def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
         for field in data.schema
     }
     encoder = ArrowToPostgresBinaryEncoder.new_with_encoders(data.schema, encoders)
-    payload = b"".join([encoder.write_header(), *(encoder.write_batch(b) for b in data.to_batches()), encoder.finish()])
-    cols = ", ".join(quote(c) for c in data.column_names)
+    return b"".join([encoder.write_header(), *(encoder.write_batch(b) for b in data.to_batches()), encoder.finish()])
+
+
+def _copy_binary(cursor, table: str, columns: Sequence[str], payload: bytes) -> None:
+    cols = ", ".join(quote(c) for c in columns)
     cursor.copy_expert(f"COPY {quote(table)} ({cols}) FROM STDIN WITH (FORMAT binary)", io.BytesIO(payload),
                        size=_COPY_SEND_BYTES)
+
+
+def _copy_arrow(cursor, table: str, data: pa.Table) -> None:
+    """COPY the rows of an Arrow table through a psycopg2 cursor in the binary format."""
+    _copy_binary(cursor, table, data.column_names, _binary_payload(data, _column_types(cursor, table)))
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """Rows of an Arrow table made ready for bulk_insert_encoded: in the binary COPY format on PostgreSQL, as they
+    are elsewhere. Encoding touches no database, so a worker thread can do it while the connection is busy."""
+
+    columns: list[str]
+    rows: bytes | pa.Table
+
+
+def column_types(table: str) -> dict[str, str] | None:
+    """A table's column types, for encode_rows (None elsewhere than PostgreSQL, where nothing is encoded)."""
+    if not is_postgres():
+        return None
+    with connection.cursor() as cur:
+        return _column_types(cur.cursor, table)
+
+
+def encode_rows(data: pa.Table, column_types: dict[str, str] | None) -> EncodedRows:
+    return EncodedRows(data.column_names, data if column_types is None else _binary_payload(data, column_types))
+
+
+def bulk_insert_encoded(table: str, encoded: EncodedRows) -> None:
+    if isinstance(encoded.rows, pa.Table):
+        bulk_insert_arrow(table, encoded.rows)
+        return
+    with connection.cursor() as cur:
+        _copy_binary(cur.cursor, table, encoded.columns, encoded.rows)
 
 
 def bulk_insert_arrow(table: str, data: pa.Table) -> None:
