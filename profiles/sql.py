@@ -11,6 +11,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -409,6 +410,27 @@ def fetch_arrow(query: str, schema: pa.Schema, params: Sequence = ()) -> pa.Tabl
         for c, f in zip(columns, schema)
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def fetch_arrow_at_once(queries: Sequence[str], schema: pa.Schema) -> list[pa.Table]:
+    """fetch_arrow of each query, all at once: the first on this connection, each other on a connection of its own,
+    in a thread. Those see committed data only: the caller makes sure that is what this connection would see too."""
+
+    def on_own_connection(query: str) -> pa.Table:
+        try:
+            return fetch_arrow(query, schema)
+        finally:
+            connection.close()  # the thread's own connection
+
+    with ThreadPoolExecutor(max_workers=max(len(queries) - 1, 1), thread_name_prefix="fetch") as pool:
+        others = [pool.submit(on_own_connection, query) for query in queries[1:]]
+        first = fetch_arrow(queries[0], schema)
+        return [first, *(other.result() for other in others)]
+
+
+def transaction_has_written() -> bool:
+    """Whether the current transaction has written anything yet (PostgreSQL; one that has has a transaction id)."""
+    return fetch_all("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")[0][0]
 
 
 def adapt_now():

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from profiles import resolution, sql
 from profiles.feeds import feed_load_all
 from profiles.models import FeedBatch, SourceRecord
 from profiles.resolution import identity_resolve
@@ -117,3 +118,19 @@ def test_a_load_waits_for_a_resolution_under_way_and_the_next_run_resolves_it(wr
     assert not SourceRecord.objects.filter(needs_resolution=True).exists()
     assert SourceRecord.objects.get(customer_key="C1").profile.phone == "+8613987654321"
     assert SourceRecord.objects.get(customer_key="C2").profile_id is not None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one connection on SQLite")
+def test_a_whole_table_run_reads_the_records_in_two_halves_at_once_and_gets_them_all_in_order(tmp_path):
+    generate_sample_feeds(out_dir=tmp_path, customers=300, seed=3)
+    feed_load_all([(code, tmp_path / name) for code, name in FEEDS])
+    with transaction.atomic():
+        assert not sql.transaction_has_written()  # so a second connection reads what this one does
+        in_halves = resolution._fetch_records("1 = 1", whole_table=True)
+        SourceRecord.objects.filter(pk=SourceRecord.objects.first().pk).update(needs_resolution=True)  # as it was
+        assert sql.transaction_has_written()
+        at_once = resolution._fetch_records("1 = 1")
+    assert in_halves.num_rows == SourceRecord.objects.count() > 600
+    assert in_halves.equals(at_once)
+    ids = in_halves.column("id").to_numpy()
+    assert (ids[1:] > ids[:-1]).all()
