@@ -117,7 +117,9 @@ class CustomerProfile(models.Model):
         ACTIVE = "active"
         MERGED = "merged"
 
-    public_id = models.CharField(max_length=26, unique=True, editable=False)
+    # Unique by a constraint, not unique=True: that would add a second index for LIKE prefix searches (varchar
+    # pattern ops) that no query makes, built again on every first load and kept up on every new profile.
+    public_id = models.CharField(max_length=26, editable=False)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     # An absorbed profile keeps resolving: it points at the profile that absorbed it.
     merged_into = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="absorbed")
@@ -167,6 +169,7 @@ class CustomerProfile(models.Model):
     LINEAGE_GROUPS = ("name", "gender", "birth_date", "id_number", "phone", "email", "address")
 
     class Meta:
+        constraints = [models.UniqueConstraint(fields=["public_id"], name="profile_public_id_unique")]
         indexes = [
             models.Index(fields=["phone"]),
             models.Index(fields=["email"]),
