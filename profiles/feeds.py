@@ -682,14 +682,16 @@ def feed_load_all(feeds: Sequence[tuple[str, Path | str]], *, encoding: str = "u
     A load keeps one core busy with its Python work, so on PostgreSQL the feeds of different sources load at once,
     in a process each (up to one per core): the nightly files of core, card and wealth in about the time of the
     largest instead of the sum. Feeds of one source load one after another in the order given (they would queue on
-    the source's lock anyway). Inside a transaction, or on SQLite (one writer at a time), all load here in turn.
+    the source's lock anyway). Inside a transaction, in a daemonic process or on SQLite (one writer at a time), all
+    load here in turn.
     """
     by_source: dict[str, list[tuple[int, Path]]] = {}
     for position, (code, path) in enumerate(feeds):
         by_source.setdefault(code, []).append((position, Path(path)))
     groups = list(by_source.items())
     workers = min(len(groups), os.cpu_count() or 1)
-    if workers < 2 or not sql.is_postgres() or connection.in_atomic_block:
+    # A daemonic process (a Celery prefork worker) may not start processes of its own.
+    if workers < 2 or not sql.is_postgres() or connection.in_atomic_block or multiprocessing.current_process().daemon:
         return [feed_load(source=code, path=path, encoding=encoding) for code, path in feeds]
     # Forked children start with no connection (each opens its own) and the parent's settings (tests' database too).
     connections.close_all()

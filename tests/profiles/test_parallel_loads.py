@@ -2,6 +2,7 @@
 sources at once, in a process each, and ends where loading them one after another ends (a bad file among them fails
 alone); a load waits for a resolution under way instead of changing records under it."""
 import io
+import multiprocessing
 import os
 import time
 
@@ -134,3 +135,24 @@ def test_a_whole_table_run_reads_the_records_in_two_halves_at_once_and_gets_them
     assert in_halves.equals(at_once)
     ids = in_halves.column("id").to_numpy()
     assert (ids[1:] > ids[:-1]).all()
+
+
+def _load_two_feeds_and_exit(core, card) -> None:
+    from django.db import connections
+
+    batches = feed_load_all([("core", core), ("card", card)])
+    connections.close_all()
+    os._exit(0 if all(batch.status == FeedBatch.Status.SUCCEEDED for batch in batches) else 1)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite loads one feed at a time anyway")
+def test_a_daemonic_process_such_as_a_celery_worker_loads_the_feeds_in_turn(write_feed):
+    core = write_feed([{"customer_key": "C1", "full_name": "Wang Fang"}])
+    card = write_feed([{"customer_key": "K1", "full_name": "Li Na"}])
+    connection.close()  # the child opens its own
+    worker = multiprocessing.get_context("fork").Process(target=_load_two_feeds_and_exit, args=(core, card),
+                                                         daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert worker.exitcode == 0  # a daemonic process may not start processes: it must not try
+    assert sorted(FeedBatch.objects.values_list("source__code", "rows_created")) == [("card", 1), ("core", 1)]
