@@ -9,9 +9,9 @@ import hashlib
 import io
 import queue
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
