@@ -898,7 +898,7 @@ def _start_golden_values(scope: pa.Table, plan: _ProfilePlan) -> Future:
     which touches no database: the caller rewrites the records meanwhile. Its result: `_GoldenRows`."""
     wins = _winners(scope, plan.target)
     winning = np.flatnonzero(wins)
-    # No key, as resolve_assignment: the winners are read whole and joined to the records by their primary key.
+    # No key: the join reads the list whole and finds each record by the records' own primary key.
     sql.create_temp_table("resolve_winners", "record_id BIGINT")
     sql.bulk_insert_arrays("resolve_winners", {"record_id": _int64(scope.column("id"))[winning]})
     sql.analyze("resolve_winners")
@@ -915,6 +915,8 @@ def _start_golden_values(scope: pa.Table, plan: _ProfilePlan) -> Future:
 
 @dataclass
 class _GoldenRows:
+    """What survivorship writes, made in the thread of `_start_golden_values`."""
+
     new: sql.EncodedRows  # the new profiles, whole rows ready to insert
     existing: pa.Table  # the others: golden fields, lineage and record count
     now: datetime
