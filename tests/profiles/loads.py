@@ -76,3 +76,18 @@ def wait_for_backend_exit(pid: int) -> None:
                 return
             assert time.monotonic() < deadline, "the killed session did not end"
             time.sleep(0.05)
+
+
+def wait_for_waiting_writers(cur, proc: subprocess.Popen, count: int = 1) -> set[int]:
+    """The server pids of the sessions waiting to write into the source records, once there are `count` of them
+    (`proc`, the command that runs them, must not end first)."""
+    deadline = time.monotonic() + 60
+    while True:
+        cur.execute("SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
+                    [SourceRecord._meta.db_table])
+        waiting = {pid for (pid,) in cur.fetchall()}
+        if len(waiting) >= count:
+            return waiting
+        assert proc.poll() is None, f"the command ended before {count} writer(s) waited: {proc.stdout.read()}"
+        assert time.monotonic() < deadline, f"{count} writer(s) never waited to write into the source records"
+        time.sleep(0.05)

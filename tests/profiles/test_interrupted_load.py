@@ -9,8 +9,6 @@ source records, and the load is killed there.
 """
 import io
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from django.db import connection, transaction
 from profiles.models import CustomerProfile, FeedBatch, MatchKey, RejectedRow, SourceRecord
 from profiles.sample_data import CORE_FILE, FeedRates, generate_sample_feeds
 
-from .loads import clear_loaded_data, load_feed_command, snapshot, wait_for_backend_exit
+from .loads import clear_loaded_data, load_feed_command, snapshot, wait_for_backend_exit, wait_for_waiting_writers
 
 # The sources and rules that migrations create are restored before this test (an earlier transactional test
 # may have flushed them).
@@ -34,20 +32,6 @@ def run_to_completion(path: Path) -> str:
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     return output
-
-
-def wait_for_blocked_writer(cur, proc: subprocess.Popen) -> int:
-    """The server pid of the load once it waits to write into the source records."""
-    deadline = time.monotonic() + 60
-    while True:
-        cur.execute("SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
-                    [SourceRecord._meta.db_table])
-        row = cur.fetchone()
-        if row:
-            return row[0]
-        assert proc.poll() is None, f"the load ended before it could be killed: {proc.stdout.read()}"
-        assert time.monotonic() < deadline, "the load never reached the write into the source records"
-        time.sleep(0.05)
 
 
 def test_a_killed_load_leaves_no_trace_and_a_rerun_equals_an_uninterrupted_load(tmp_path):
@@ -68,7 +52,7 @@ def test_a_killed_load_leaves_no_trace_and_a_rerun_equals_an_uninterrupted_load(
         with connection.cursor() as cur:
             cur.execute(f"LOCK TABLE {SourceRecord._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
             proc = load_feed_command("--source", "core", str(feed))
-            writer_pid = wait_for_blocked_writer(cur, proc)
+            (writer_pid,) = wait_for_waiting_writers(cur, proc)
         assert FeedBatch.objects.get().status == FeedBatch.Status.RUNNING
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

@@ -4,7 +4,6 @@ alone); a load waits for a resolution under way instead of changing records unde
 import io
 import multiprocessing
 import os
-import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -16,17 +15,11 @@ from profiles.models import FeedBatch, SourceRecord
 from profiles.resolution import identity_resolve
 from profiles.sample_data import CARD_FILE, CORE_FILE, WEALTH_FILE, generate_sample_feeds
 
-from .loads import clear_loaded_data, load_feed_command, snapshot
+from .loads import clear_loaded_data, load_feed_command, snapshot, wait_for_waiting_writers
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 FEEDS = (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE))
-
-
-def waiting_writers(cur) -> set[int]:
-    cur.execute("SELECT pid FROM pg_locks WHERE relation = %s::regclass AND NOT granted",
-                [SourceRecord._meta.db_table])
-    return {pid for (pid,) in cur.fetchall()}
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite loads one feed at a time")
@@ -41,11 +34,7 @@ def test_feeds_of_three_sources_load_at_once_and_end_as_one_after_another(tmp_pa
         with connection.cursor() as cur:
             cur.execute(f"LOCK TABLE {SourceRecord._meta.db_table} IN SHARE MODE")  # reads pass, writes wait
             proc = load_feed_command(*arguments)
-            deadline = time.monotonic() + 60
-            while len(waiting_writers(cur)) < 2:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "the loads never waited to write at the same time"
-                time.sleep(0.05)
+            wait_for_waiting_writers(cur, proc, count=2)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, output
     batches = FeedBatch.objects.order_by("pk")
@@ -107,11 +96,7 @@ def test_a_load_waits_for_a_resolution_under_way_and_the_next_run_resolves_it(wr
         identity_resolve(full=True)  # a run whose transaction is still open
         proc = load_feed_command("--source", "core", "--no-resolve", str(changed))
         with connection.cursor() as cur:
-            deadline = time.monotonic() + 60
-            while not waiting_writers(cur):
-                assert proc.poll() is None, f"the load did not wait for the resolution: {proc.stdout.read()}"
-                assert time.monotonic() < deadline, "the load never reached its write"
-                time.sleep(0.05)
+            wait_for_waiting_writers(cur, proc)  # it fails if the load ends without waiting
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert set(SourceRecord.objects.filter(needs_resolution=True).values_list("customer_key", flat=True)) == {"C1", "C2"}
