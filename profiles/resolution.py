@@ -742,10 +742,12 @@ def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash
 
 @dataclass
 class _ProfilePlan:
-    """Where the scope's records go: `target`, each record's profile (scope order); `profiles`, the profiles that
-    hold records (sorted) with their `record_counts`; the new ones among them (`new_ids`, ascending, with their
-    `public_ids`); and the profiles absorbed by others (`absorbed`: id -> survivor)."""
+    """Where the scope's records are and go: `current` and `target`, each record's profile now (0: none) and after
+    the run (scope order); `profiles`, the profiles that hold records (sorted) with their `record_counts`; the new
+    ones among them (`new_ids`, ascending, with their `public_ids`); and the profiles absorbed by others
+    (`absorbed`: id -> survivor)."""
 
+    current: np.ndarray
     target: np.ndarray
     profiles: np.ndarray
     record_counts: np.ndarray
@@ -782,15 +784,14 @@ def _plan_profiles(report: ResolutionReport, scope: pa.Table, labels: np.ndarray
     report.profiles_created = len(new_ids)
     report.profiles_merged = len(absorbed)
     report.profiles_updated = len(profiles) - len(new_ids)
-    return _ProfilePlan(target=target, profiles=profiles, record_counts=record_counts, new_ids=new_ids,
+    return _ProfilePlan(current=current, target=target, profiles=profiles, record_counts=record_counts, new_ids=new_ids,
                         public_ids=CustomerProfile.new_public_ids(len(new_ids)), absorbed=absorbed)
 
 
 def _write_assignment(scope: pa.Table, plan: _ProfilePlan, *, first_profiles: bool) -> None:
     """Move the records to their profiles, clear their flags and mark the absorbed profiles merged."""
     record_ids = _int64(scope.column("id"))
-    current = _int64(pc.fill_null(scope.column("profile_id"), 0))
-    target = plan.target
+    current, target = plan.current, plan.target
     # Records that move, and every record still flagged (to clear it): one pass over the table, not two.
     written = (target != current) | scope.column("needs_resolution").to_numpy()
     rewrites_all = first_profiles and written.all()
