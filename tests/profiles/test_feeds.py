@@ -127,9 +127,13 @@ def test_gb18030_bom_utf8_jsonl_and_gzip_feeds_load(tmp_path, write_feed):
 
 
 def test_duplicate_key_in_one_file_is_rejected_with_the_first_row(write_feed):
-    batch = feed_load(source="core", path=write_feed([GOOD[0], GOOD[1], dict(GOOD[0], full_name="other")]))
-    assert batch.rows_rejected == 1
-    assert RejectedRow.objects.get(batch=batch).reason == "customer_key: duplicate of row 1"
+    rows = [GOOD[0], customer("", full_name="无键"), GOOD[1], dict(GOOD[0], full_name="other"), customer("", full_name="无键")]
+    batch = feed_load(source="core", path=write_feed(rows))
+    rejected = {r.row_number: r.reason for r in RejectedRow.objects.filter(batch=batch)}
+    assert rejected[4] == "customer_key: duplicate of row 1"
+    # Rows without a key are rejected for the missing key, not as duplicates of each other.
+    assert rejected[2].startswith("customer_key") and rejected[2] == rejected[5] != rejected[4]
+    assert (batch.rows_created, batch.rows_rejected) == (2, 3)
 
 
 def _luhn_pan(prefix: str) -> str:
