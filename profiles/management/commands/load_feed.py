@@ -71,7 +71,6 @@ class Command(BaseCommand):
             self.stdout.write(f"  ... {batch.rows_rejected - 10} more rejected rows in the admin")
 
 
-
 def _source_files(arguments: list[str]) -> list[tuple[str, str]]:
     feeds = []
     for argument in arguments:
