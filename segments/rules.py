@@ -7,14 +7,20 @@ inputs) and every queryable attribute one entry of FIELDS, so a new node type (a
 """
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
+from decimal import Decimal
 
+from django.core.exceptions import FieldDoesNotExist
+from django.db import connection
 from django.db.models import (
-    Avg, Case, Count, DecimalField, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, When,
+    Avg, Case, Count, DecimalField, Exists, ExpressionWrapper, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum,
+    Value, When,
 )
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from profiles.models import CustomerProfile
@@ -286,12 +292,25 @@ def _relative_date(value: dict, path: str, today: dt.date | None) -> dt.date | N
         raise RuleError(f"{unit} must be a whole number of {unit.split('_')[0]}", _join(path, unit))
     if today is None:
         return None
-    if unit == "days_ago":
-        return today - dt.timedelta(days=amount)
     try:
-        return today.replace(year=today.year - amount)
-    except ValueError:  # 29 February, N years ago, in a common year
-        return today.replace(year=today.year - amount, day=28)
+        if unit == "days_ago":
+            return today - dt.timedelta(days=amount)
+        year = today.year - amount
+        if (today.month, today.day) == (2, 29) and 1 <= year <= 9999 and not calendar.isleap(year):
+            return dt.date(year, 2, 28)
+        return today.replace(year=year)
+    except (ValueError, OverflowError):
+        raise RuleError("falls outside the years 1 to 9999", _join(path, unit)) from None
+
+
+def _number(value, path: str) -> Decimal:
+    """A number of a rule as the exact decimal it is written as: a float from a JSON parser by its shortest repr."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise RuleError("expects a number", path)
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite():
+        raise RuleError("expects a finite number", path)
+    return number
 
 
 def _scalar(value, field: CatalogueField, path: str, today: dt.date | None):
@@ -306,9 +325,7 @@ def _scalar(value, field: CatalogueField, path: str, today: dt.date | None):
                 pass
         raise RuleError('expects a date "YYYY-MM-DD" or a relative date such as {"days_ago": 30}', path)
     if field.type == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RuleError("expects a number", path)
-        return value
+        return _number(value, path)
     if not isinstance(value, str) or not value:
         raise RuleError("expects a non-empty string", path)
     if field.type == "choice" and value not in field.choices:
@@ -357,10 +374,71 @@ def _validate_leaf(node, path: str, ctx: RuleContext, fields: dict[str, Catalogu
 
 
 def _compile_field(node: dict, ctx: RuleContext) -> Q:
-    return _compile_leaf(node, FIELDS[node["field"]], ctx)
+    return _compile_leaf(node, FIELDS[node["field"]], ctx, CustomerProfile)
 
 
-def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext) -> Q:
+# Matches no row, and compiles to SQL (`id IS NULL`): an empty `in` list would make the ORM abandon the whole query
+# (EmptyResultSet), and its negation must still be "every row".
+NOTHING = Q(pk__isnull=True)
+
+_INTEGER_TYPES = frozenset(("SmallIntegerField", "IntegerField", "BigIntegerField", "PositiveSmallIntegerField",
+                            "PositiveIntegerField", "PositiveBigIntegerField"))
+
+
+def _integer_range(model, path: str) -> tuple[int, int] | None:
+    """The range of the integer column at `path` (an ORM path from `model`); None for a decimal column or an
+    annotation (the CNY amounts)."""
+    field = None
+    for part in path.split("__"):
+        try:
+            field = model._meta.get_field(part)
+        except FieldDoesNotExist:
+            return None
+        model = field.related_model
+    internal = field.get_internal_type()
+    return connection.ops.integer_field_range(internal) if internal in _INTEGER_TYPES else None
+
+
+def _integer_bounds(op: str, value) -> tuple[Decimal | None, Decimal | None]:
+    """The integers n with `n op value` as [low, high] (None: unbounded); low > high when there are none."""
+    if op == "eq":
+        return (value, value) if value == value.to_integral_value() else (Decimal(1), Decimal(0))
+    if op == "between":
+        return value[0].to_integral_value(rounding="ROUND_CEILING"), value[1].to_integral_value(rounding="ROUND_FLOOR")
+    ceiling, floor = value.to_integral_value(rounding="ROUND_CEILING"), value.to_integral_value(rounding="ROUND_FLOOR")
+    return {"lt": (None, ceiling - 1), "lte": (None, floor), "gt": (floor + 1, None), "gte": (ceiling, None)}[op]
+
+
+def number_condition(path: str, op: str, value, integer_range: tuple[int, int] | None, has_value: Q) -> Q:
+    """`path op value` compared exactly (value: a Decimal, or a list of them for between / in / not_in).
+
+    An integer column is compared with the integers the value admits (age < 30.5 is age <= 30), clamped to the
+    column's range: the ORM turns an out-of-range integer into "every row" or "no row", dropping the condition and
+    with it "false on a missing value". A comparison holds only where the column has a value."""
+    if op in ("ne", "not_in"):
+        return has_value & ~number_condition(path, "eq" if op == "ne" else "in", value, integer_range, has_value)
+    if integer_range is None:
+        lookup = {"eq": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range", "in": "in"}
+        return Q(**{f"{path}__{lookup[op]}": value})
+    smallest, largest = integer_range
+    if op == "in":
+        whole = sorted({int(v) for v in value if v == v.to_integral_value() and smallest <= v <= largest})
+        return Q(**{f"{path}__in": whole}) if whole else NOTHING
+    low, high = _integer_bounds(op, value)
+    if (low is not None and low > largest) or (high is not None and high < smallest) or \
+            (low is not None and high is not None and low > high):
+        return NOTHING
+    condition = has_value
+    if low == high:
+        return condition & Q(**{path: int(low)})
+    if low is not None and low > smallest:
+        condition &= Q(**{f"{path}__gte": int(low)})
+    if high is not None and high < largest:
+        condition &= Q(**{f"{path}__lte": int(high)})
+    return condition
+
+
+def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext, model) -> Q:
     op = node["op"]
     value = _leaf_values(node, field, "", ctx.today)
     path = f"{field.path}__date" if field.type == "datetime" else field.path
@@ -371,6 +449,8 @@ def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext) -> Q:
         return ~has_value
     if op == "is_not_null":
         return has_value
+    if field.type == "number":
+        return number_condition(path, op, value, _integer_range(model, field.path), has_value)
     # Comparisons are false on a missing value: SQL gives that for free, except for ne and not_in ("has a value
     # other than ..."), which say so explicitly. Values are never empty strings (validation), so an empty string
     # never compares equal either.
@@ -468,6 +548,9 @@ class ActivityKind:
     time_field: str  # what within_days counts back on
     time_is_date: bool
     amount_field: str | None  # converted to CNY: the field `amount` of the activity catalogue
+    # The day whose rate converts the amount: a flow's local day; a stock's (balance, value) snapshot date, as in
+    # the metrics.
+    rate_day: str
     fields: dict[str, CatalogueField]
 
 
@@ -482,7 +565,8 @@ def _activity_kinds() -> dict[str, ActivityKind]:
     from profiles.models import Account, CardTransaction, Holding, Transaction
     amount = CatalogueField("amount", "Amount (CNY)", "number", "amount_cny", (5000,))
     return {
-        "transactions": ActivityKind(Transaction, "occurred_at", False, "amount", _activity_fields(
+        "transactions": ActivityKind(Transaction, "occurred_at", False, "amount", "occurred_at__date",
+                                     _activity_fields(
             amount,
             CatalogueField("kind", "Kind", "string", "kind", ("salary_credit", "payment")),
             CatalogueField("channel", "Channel", "choice", "channel", ("app",),
@@ -491,7 +575,8 @@ def _activity_kinds() -> dict[str, ActivityKind]:
                            ("utilities",)),
             CatalogueField("currency", "Currency", "string", "currency", ("USD",)),
         )),
-        "card_transactions": ActivityKind(CardTransaction, "occurred_at", False, "amount", _activity_fields(
+        "card_transactions": ActivityKind(CardTransaction, "occurred_at", False, "amount", "occurred_at__date",
+                                                 _activity_fields(
             amount,
             CatalogueField("merchant_category", "Merchant category", "string", "merchant_category",
                            ("travel", "dining")),
@@ -500,13 +585,13 @@ def _activity_kinds() -> dict[str, ActivityKind]:
             CatalogueField("installments", "Installments", "number", "installments", (3,)),
             CatalogueField("currency", "Currency", "string", "currency", ("USD",)),
         )),
-        "accounts": ActivityKind(Account, "opened_at", True, "balance", _activity_fields(
+        "accounts": ActivityKind(Account, "opened_at", True, "balance", "as_of", _activity_fields(
             CatalogueField("amount", "Balance (CNY)", "number", "amount_cny", (100000,)),
             CatalogueField("product_type", "Product type", "choice", "product_type", ("mortgage",),
                            choices=("current", "savings", "time_deposit", "mortgage", "consumer_loan")),
             CatalogueField("status", "Status", "string", "status", ("active",)),
         )),
-        "holdings": ActivityKind(Holding, "as_of", True, "market_value", _activity_fields(
+        "holdings": ActivityKind(Holding, "as_of", True, "market_value", "as_of", _activity_fields(
             CatalogueField("amount", "Market value (CNY)", "number", "amount_cny", (100000,)),
             CatalogueField("product_type", "Product type", "choice", "product_type", ("fund",),
                            choices=("fund", "insurance", "bond", "structured", "deposit_like")),
@@ -571,9 +656,9 @@ def _activity_rows(body: dict, ctx: RuleContext):
     spec = _activity_kinds()[body["kind"]]
     rows = spec.model.objects.filter(record__profile_id__isnull=False)
     if spec.amount_field:
-        day = spec.time_field if spec.time_is_date else f"{spec.time_field}__date"
         # The latest rate on or before the row's day; with none, the amount is unknown (NULL) and adds nothing.
-        rate = FxRate.objects.filter(currency=OuterRef("currency"), as_of__lte=OuterRef(day)).order_by("-as_of")
+        rate = FxRate.objects.filter(currency=OuterRef("currency"), as_of__lte=OuterRef(spec.rate_day)) \
+            .order_by("-as_of")
         rows = rows.annotate(amount_cny=Case(
             When(currency="CNY", then=F(spec.amount_field)),
             default=ExpressionWrapper(F(spec.amount_field) * Subquery(rate.values("rate_to_cny")[:1]),
@@ -581,23 +666,26 @@ def _activity_rows(body: dict, ctx: RuleContext):
             output_field=DecimalField(),
         ))
     if body.get("within_days"):
-        since = ctx.now - dt.timedelta(days=body["within_days"])
-        rows = rows.filter(**{f"{spec.time_field}__gte": since.date() if spec.time_is_date else since,
-                              f"{spec.time_field}__lte": ctx.today if spec.time_is_date else ctx.now})
+        # A date counts back in local days from today, a time in 24-hour days from now.
+        days = dt.timedelta(days=body["within_days"])
+        since, until = (ctx.today - days, ctx.today) if spec.time_is_date else (ctx.now - days, ctx.now)
+        rows = rows.filter(**{f"{spec.time_field}__gte": since, f"{spec.time_field}__lte": until})
     for leaf in body.get("where", []):
-        rows = rows.filter(_compile_leaf(leaf, spec.fields[leaf["field"]], ctx))
+        rows = rows.filter(_compile_leaf(leaf, spec.fields[leaf["field"]], ctx, spec.model))
     if ctx.candidates is not None:
         rows = rows.filter(record__profile_id__in=CustomerProfile.objects.filter(ctx.candidates).values("pk"))
     return rows
 
 
-_AGGREGATE = {"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max}
-_COMPARE = {"eq": "exact", "ne": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range"}
-
-
 def _activity_aggregate(body: dict):
-    field = _activity_kinds()[body["kind"]].fields.get(body.get("field"))
-    return _AGGREGATE[body["agg"]]("pk" if body["agg"] == "count" else field.path)
+    """The aggregate, exact: a sum, average, minimum or maximum is a decimal whatever the column; a sum over no
+    known amount is 0."""
+    if body["agg"] == "count":
+        return Count("pk")
+    path = _activity_kinds()[body["kind"]].fields[body["field"]].path
+    if body["agg"] == "sum":
+        return Coalesce(Sum(path, output_field=DecimalField()), Value(Decimal(0)), output_field=DecimalField())
+    return {"avg": Avg, "min": Min, "max": Max}[body["agg"]](path, output_field=DecimalField())
 
 
 def _holds(value, op: str, target) -> bool:
@@ -630,12 +718,9 @@ def _compile_activity(node: dict, ctx: RuleContext) -> Q:
         return Q(pk__in=with_rows) if body.get("exists", True) else ~Q(pk__in=with_rows)
     target = _leaf_values({"op": body["op"], "value": body["value"]}, CatalogueField("value", "", "number", ""),
                           "", ctx.today)
-    lookup = f"aggregate__{_COMPARE[body['op']]}"
+    counted = connection.ops.integer_field_range("IntegerField") if body["agg"] == "count" else None
     passing = (rows.values("record__profile_id").annotate(aggregate=_activity_aggregate(body))
-               .filter(**{lookup: target}))
-    if body["op"] == "ne":
-        passing = (rows.values("record__profile_id").annotate(aggregate=_activity_aggregate(body))
-                   .exclude(**{lookup: target}).filter(aggregate__isnull=False))
+               .filter(number_condition("aggregate", body["op"], target, counted, Q(aggregate__isnull=False))))
     matched = Q(pk__in=passing.values("record__profile_id"))
     # A count or a sum over no rows is 0: profiles without any row pass when 0 passes.
     if body["agg"] in ("count", "sum") and _holds(0, body["op"], target):
