@@ -5,6 +5,7 @@ Table names come from model metadata. Works on PostgreSQL and SQLite (the embedd
 """
 from contextlib import contextmanager
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 
 from profiles import sql as profiles_sql
@@ -42,9 +43,21 @@ def rule_query_settings() -> None:
         profiles_sql.set_work_mem()
 
 
+def _select_ids(queryset) -> tuple[str, tuple] | None:
+    """The SELECT of the queryset's profile ids; None when the ORM finds it selects nobody without asking the
+    database (it then raises EmptyResultSet instead of writing SQL): the result is empty, not an error."""
+    try:
+        return queryset.values("id").query.sql_with_params()
+    except EmptyResultSet:
+        return None
+
+
 def insert_members(*, queryset, segment_id: int, version: int, holdout_basis_points: int) -> int:
     """Write the profiles of `queryset` (its first column is the profile id) as `version` of the segment."""
-    select_sql, select_params = queryset.values("id").query.sql_with_params()
+    select = _select_ids(queryset)
+    if select is None:
+        return 0
+    select_sql, select_params = select
     source, source_params = f"({select_sql})", list(select_params)
     if profiles_sql.is_postgres():
         rule_query_settings()
@@ -75,7 +88,10 @@ def record_changes(*, segment_id: int, old_version: int, new_version: int, kind:
 
 
 def insert_rule_tag_assignments(*, queryset, tag_id: int, at) -> int:
-    select_sql, select_params = queryset.values("id").query.sql_with_params()
+    select = _select_ids(queryset)
+    if select is None:
+        return 0
+    select_sql, select_params = select
     rule_query_settings()
     return _execute(
         f"INSERT INTO {ASSIGNMENT} (profile_id, tag_id, source, assigned_at, assigned_by, expires_at) "
