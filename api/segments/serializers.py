@@ -4,7 +4,16 @@ from rest_framework import serializers
 from segments.models import RefreshJob, Segment, SegmentEvent
 
 
+class RuleField(serializers.JSONField):
+    """A rule as the request parsed it. Its values are the rule language's to check: NaN or 1e999 (inf once parsed)
+    is a RuleError naming the node, not a field error without a path."""
+
+    def to_internal_value(self, data):
+        return data
+
+
 class SegmentSerializer(serializers.ModelSerializer):
+    rule = RuleField(required=False, allow_null=True)
     owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
 
     class Meta:
@@ -17,7 +26,7 @@ class SegmentSerializer(serializers.ModelSerializer):
 
 
 class SegmentRuleSerializer(serializers.Serializer):
-    rule = serializers.JSONField(help_text="A rule in the rule language (see the README and /segments/catalogue/)")
+    rule = RuleField(help_text="A rule in the rule language (see the README and /segments/catalogue/)")
 
 
 class SegmentPreviewSampleSerializer(serializers.Serializer):
