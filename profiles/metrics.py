@@ -2,8 +2,9 @@
 
 Activity rows reach a profile through SourceRecord(source, customer_key) -> profile, so rows that arrived before
 their customer are picked up by the first recomputation after the customer is resolved. Every amount is
-converted to CNY with the latest FX rate on or before `as_of`; an amount in a currency without a rate is left
-out of the aggregates (the load counted it as a warning).
+converted to CNY with the latest FX rate on or before `as_of`, a balance or a holding's value (a stock) at the
+latest rate on or before its snapshot date; an amount in a currency without a rate is left out of the aggregates
+(the load counted it as a warning).
 
 Time windows end at the end of the `as_of` day in the configured time zone: "last 30 days" is the 30 calendar
 days as_of-29 .. as_of. The rules and thresholds of the derived attributes are in MetricsConfig and the README.
@@ -43,8 +44,8 @@ NOT_CUSTOMER_INITIATED = "('salary_credit', 'transfer_in', 'interest', 'fee')"
 SALARY_WINDOW_DAYS = 35  # a monthly salary, with a few days' slack for weekends and holidays
 ACTIVITY_WINDOW_DAYS = 90  # activity and net flow are compared with the 90 days before
 
-_TEMP_TABLES = ("metrics_params", "metrics_scope", "metrics_keys", "metrics_fx", "metrics_acc", "metrics_hold",
-                "metrics_txn_kind", "metrics_txn", "metrics_card", "metrics_limit", "metrics_risk")
+_TEMP_TABLES = ("metrics_params", "metrics_scope", "metrics_keys", "metrics_fx", "metrics_fx_stock", "metrics_acc",
+                "metrics_hold", "metrics_txn_kind", "metrics_txn", "metrics_card", "metrics_limit", "metrics_risk")
 
 
 @dataclass
@@ -213,25 +214,44 @@ def _product_types(v: dict[str, str]) -> str:
     return v["non_null_list"].format(items=", ".join(f"CASE WHEN {held[t]} THEN '{t}' END" for t in sorted(held)))
 
 
+def _stock_rates(steps: dict[str, float], full: bool) -> None:
+    """`metrics_fx_stock`: the rate of each currency and snapshot date of the scope's foreign accounts and holdings.
+    A balance or a market value is a stock, converted at the latest rate on or before its own snapshot date, as the
+    rule language does; the few distinct dates make it a small table."""
+    dates = " UNION ".join(
+        f"SELECT {a}.currency, {a}.as_of FROM {table} {a} WHERE {a}.currency <> 'CNY' {_in_scope(a, full)}"
+        for table, a in ((T_ACCOUNT, "a"), (T_HOLDING, "h")))
+    _create("metrics_fx_stock", (
+        f"SELECT d.currency, d.as_of, (SELECT f.rate_to_cny FROM {T_FX} f WHERE f.currency = d.currency "
+        f"AND f.as_of <= d.as_of ORDER BY f.as_of DESC LIMIT 1) AS rate FROM ({dates}) d"
+    ), steps)
+
+
+def _stock_join(alias: str) -> str:
+    return f"LEFT JOIN metrics_fx_stock fx ON fx.currency = {alias}.currency AND fx.as_of = {alias}.as_of"
+
+
 def _aggregate(v: dict[str, str], windows: dict[str, object], steps: dict[str, float], full: bool) -> None:
     """One temp table per activity domain, each one pass over that domain's rows of the scope."""
+    _stock_rates(steps, full)
+    balance = "a.balance * CASE WHEN a.currency = 'CNY' THEN 1 ELSE fx.rate END"
     is_open = "(a.opened_at <= m.as_of AND (a.closed_at IS NULL OR a.closed_at > m.as_of) AND a.status <> 'closed')"
     _create("metrics_acc", (
         f"SELECT k.profile_id, "
-        f"SUM(CASE WHEN {is_open} AND a.product_type IN {DEPOSIT_TYPES} THEN a.balance * fx.rate ELSE 0 END) AS deposits, "
-        f"SUM(CASE WHEN {is_open} AND a.product_type IN {LOAN_TYPES} THEN a.balance * fx.rate ELSE 0 END) AS loans, "
+        f"SUM(CASE WHEN {is_open} AND a.product_type IN {DEPOSIT_TYPES} THEN {balance} ELSE 0 END) AS deposits, "
+        f"SUM(CASE WHEN {is_open} AND a.product_type IN {LOAN_TYPES} THEN {balance} ELSE 0 END) AS loans, "
         f"SUM(CASE WHEN {is_open} THEN 1 ELSE 0 END) AS open_accounts, "
         f"SUM(CASE WHEN a.closed_at > m.closed_since AND a.closed_at <= m.as_of THEN 1 ELSE 0 END) AS closed_90d, "
         f"MIN(a.opened_at) AS first_opened, "
         + _type_flags("a", is_open, Account.ProductType.values) +
-        f" {_joined(T_ACCOUNT, 'a')} LEFT JOIN metrics_fx fx ON fx.currency = a.currency "
+        f" {_joined(T_ACCOUNT, 'a')} {_stock_join('a')} "
         f"WHERE a.opened_at <= m.as_of GROUP BY k.profile_id"
     ), steps)
     _create("metrics_hold", (
-        f"SELECT k.profile_id, SUM(h.market_value * fx.rate) AS aum, "
+        f"SELECT k.profile_id, SUM(h.market_value * CASE WHEN h.currency = 'CNY' THEN 1 ELSE fx.rate END) AS aum, "
         f"SUM(CASE WHEN h.market_value > 0 THEN 1 ELSE 0 END) AS open_holdings, MIN(h.as_of) AS first_held, "
         + _type_flags("h", "h.market_value > 0", Holding.ProductType.values) +
-        f" {_joined(T_HOLDING, 'h')} LEFT JOIN metrics_fx fx ON fx.currency = h.currency "
+        f" {_joined(T_HOLDING, 'h')} {_stock_join('h')} "
         f"WHERE h.as_of <= m.as_of GROUP BY k.profile_id"
     ), steps)
     # One pass over the transactions, by customer key, kind and currency (no join on the big table: a whole run
