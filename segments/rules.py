@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -428,14 +430,12 @@ def number_condition(path: str, op: str, value, integer_range: tuple[int, int] |
     if (low is not None and low > largest) or (high is not None and high < smallest) or \
             (low is not None and high is not None and low > high):
         return NOTHING
-    condition = has_value
     if low == high:
-        return condition & Q(**{path: int(low)})
-    if low is not None and low > smallest:
-        condition &= Q(**{f"{path}__gte": int(low)})
-    if high is not None and high < largest:
-        condition &= Q(**{f"{path}__lte": int(high)})
-    return condition
+        return Q(**{path: int(low)})
+    bounds = [Q(**{f"{path}__gte": int(low)})] if low is not None and low > smallest else []
+    bounds += [Q(**{f"{path}__lte": int(high)})] if high is not None and high < largest else []
+    # A bound is false on a missing value by itself; with none left, "has a value" is the whole condition.
+    return functools.reduce(operator.and_, bounds) if bounds else has_value
 
 
 def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext, model) -> Q:
