@@ -44,9 +44,10 @@ def at(offset: int, hh: int = 12, mm: int = 0, ss: int = 0) -> dt.datetime:
 
 
 # Evaluation instants: around local midnight (00:00-08:00 local is the day before in UTC), noon, the last second,
-# the next day, and 29 February of a leap year (years_ago lands on 28 February).
-NOWS = (at(0, 0, 0, 0), at(0, 0, 0, 30), at(0, 7, 59, 59), at(0, 8), at(0, 12), at(0, 23, 59, 59), at(1, 0, 0, 30),
-        dt.datetime(2028, 2, 29, 0, 0, 30, tzinfo=TZ), dt.datetime(2028, 2, 29, 12, tzinfo=TZ))
+# the next day, and 29 February of a leap year (years_ago lands on 28 February). In UTC, as timezone.now() gives them.
+NOWS = tuple(moment.astimezone(dt.timezone.utc) for moment in (
+    at(0, 0, 0, 0), at(0, 0, 0, 30), at(0, 7, 59, 59), at(0, 8), at(0, 12), at(0, 23, 59, 59), at(1, 0, 0, 30),
+    dt.datetime(2028, 2, 29, 0, 0, 30, tzinfo=TZ), dt.datetime(2028, 2, 29, 12, tzinfo=TZ)))
 
 METRIC_DEFAULTS = {"lifecycle_stage": "active", "value_tier": "low", "total_deposits": Decimal("0"),
                    "aum": Decimal("0"), "loan_balance": Decimal("0"), "card_limit": Decimal("0"),
@@ -192,6 +193,8 @@ HOLDINGS = (
     ("gus", "deposit_like", "DL1", "5539518.26", "CNY", day(1)),
     ("ivy", "fund", "fu123", "0.00", "CNY", day(-30)),
     ("p6", "fund", "FU123", "2.50", "CNY", day(-31)),
+    ("p7", "bond", "BD2", "10.00", "CNY", day(-8)),  # p7 and p8 hold only this: 7 days ago or 8
+    ("p8", "bond", "BD2", "10.00", "CNY", day(-7)),
 )
 # tag code -> kind, and the assignments: (owner, expires_at)
 TAGS = {
@@ -446,7 +449,7 @@ def test_compiled_rules_select_what_the_reference_evaluator_selects():
     @given(scenario=scenarios(world))
     def check(scenario):
         now, rule = scenario
-        note(f"now={now.isoformat()} rule={rule!r}")
+        note(f"now={now.astimezone(TZ).isoformat()} rule={rule!r}")
         ctx = RuleContext(now=now)
         expected = ref.evaluate(rule, world, now)
         rule_validate(rule, ctx)
