@@ -24,7 +24,7 @@ from profiles.models import (
 )
 from segments.models import Segment, SegmentMember
 from segments.rules import RuleContext, RuleError, activity_catalogue, catalogue, rule_queryset, rule_validate
-from segments.services import segment_refresh
+from segments.services import segment_refresh, tag_rule_refresh
 from tags.models import TagAssignment, TagDefinition
 from tests.segments import reference_rules as ref
 
@@ -440,9 +440,28 @@ def _refreshed(segment: Segment, rule: dict, now: dt.datetime) -> set[int]:
                .values_list("profile_id", flat=True))
 
 
+def _tagged(tag: TagDefinition, rule: dict, now: dt.datetime) -> set[int]:
+    TagDefinition.objects.filter(pk=tag.pk).update(rule=rule)
+    tag.refresh_from_db()
+    tag_rule_refresh(tag=tag, now=now)
+    return set(TagAssignment.objects.filter(tag=tag).values_list("profile_id", flat=True))
+
+
+def _uses_rule_tag(rule) -> bool:
+    if isinstance(rule, dict):
+        return TAGS.get(rule.get("tag"), ("",))[0] == "rule" or any(_uses_rule_tag(v) for v in rule.values())
+    return isinstance(rule, list) and any(_uses_rule_tag(v) for v in rule)
+
+
 def test_compiled_rules_select_what_the_reference_evaluator_selects():
     world = _build_world()
+    names = dict(zip(world.profiles, PROFILES))
     segment = Segment.objects.create(name="property", slug="property", rule={"tag": "vip"})
+    rule_tag = TagDefinition.objects.create(code="property", name="property", kind="rule", rule={"tag": "vip"})
+
+    def differences(got: set[int], expected: set[int]) -> str:
+        return (f"extra {sorted(names[i] for i in got - expected)}, "
+                f"missing {sorted(names[i] for i in expected - got)}")
 
     @hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                          database=None)
@@ -454,9 +473,15 @@ def test_compiled_rules_select_what_the_reference_evaluator_selects():
         expected = ref.evaluate(rule, world, now)
         rule_validate(rule, ctx)
         preview = set(rule_queryset(rule, ctx).values_list("id", flat=True))
-        assert preview == expected, f"preview: extra {preview - expected}, missing {expected - preview}"
+        assert preview == expected, f"preview: {differences(preview, expected)}"
         refreshed = _refreshed(segment, rule, now)
-        assert refreshed == expected, f"refresh: extra {refreshed - expected}, missing {expected - refreshed}"
+        assert refreshed == expected, f"segment refresh: {differences(refreshed, expected)}"
+        if _uses_rule_tag(rule):  # a tag rule may not use another rule tag
+            with pytest.raises(RuleError):
+                _tagged(rule_tag, rule, now)
+        else:
+            tagged = _tagged(rule_tag, rule, now)
+            assert tagged == expected, f"rule tag refresh: {differences(tagged, expected)}"
 
     check()
 
