@@ -41,6 +41,7 @@ class World:
     rows: list[Row] = field(default_factory=list)
     rates: dict[str, list[tuple[dt.date, Decimal]]] = field(default_factory=dict)  # currency -> (as_of, rate)
     tags: list[tuple[int, str, dt.datetime | None]] = field(default_factory=list)  # (profile, code, expires_at)
+    segments: dict[str, set[int]] = field(default_factory=dict)  # slug -> the profiles of its current version
 
     def live(self) -> set[int]:
         return {p.id for p in self.profiles.values() if p.live}
@@ -133,6 +134,8 @@ def evaluate(rule: dict, world: World, now: dt.datetime) -> set[int]:
     if "tag" in rule:
         return {pid for pid, code, expires_at in world.tags
                 if code == rule["tag"] and (expires_at is None or expires_at > now)} & live
+    if "segment" in rule:
+        return world.segments[rule["segment"]] & live
     if "field" in rule:
         kind = world.field_types[rule["field"]]
         return {pid for pid in live

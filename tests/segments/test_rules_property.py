@@ -110,7 +110,7 @@ PROFILES = {
             dict(total_deposits=Decimal("5539518.26"), age=60), at(-30, 0, 0, 0)),
 }
 # Plainer profiles, for numbers on each side of the others.
-for _i in range(12):
+for _i in range(16):
     PROFILES[f"p{_i}"] = (
         dict(full_name=f"Person {_i}", gender="MFU"[_i % 3], birth_date=dt.date(1950 + 3 * _i, 1 + _i % 12, 1),
              city=("Shanghai", "Beijing", "上海市", None)[_i % 4], record_count=_i % 4),
@@ -203,6 +203,8 @@ TAGS = {
     "lifecycle-dormant": ("system", (("hal", None), ("jon", at(0, 12)))),
     "big-holder": ("rule", (("ann", None),)),
 }
+# Another segment's members: current version 2 (with the absorbed profile), and a stale version 1.
+SEGMENT_MEMBERS = {2: ("ann", "bob", "zed", "p0"), 1: ("cai", "dee")}
 WITHIN_DAYS = (1, 4, 5, 6, 7, 8, 30, 31, 89, 90, 365, 3660)
 
 
@@ -277,6 +279,12 @@ def _build_world() -> ref.World:
             TagAssignment.objects.create(profile_id=ids[owner], tag=tag, source=kind, assigned_at=at(-60),
                                          expires_at=expires_at)
             world.tags.append((ids[owner], code, expires_at))
+
+    other = Segment.objects.create(name="others", slug="others", rule={"tag": "vip"}, current_version=2)
+    for version, owners in SEGMENT_MEMBERS.items():
+        SegmentMember.objects.bulk_create(SegmentMember(segment=other, version=version, profile_id=ids[owner])
+                                          for owner in owners)
+    world.segments["others"] = {ids[owner] for owner in SEGMENT_MEMBERS[2]}
     return world
 
 
@@ -413,13 +421,15 @@ def scenarios(world: ref.World, depth: int = 3):
         return {"activity": body}
 
     def node(draw, today, depth: int):
-        shape = draw(st.sampled_from(("field", "activity", "tag") + (("all", "any", "not") if depth else ())))
+        shape = draw(st.sampled_from(("field", "activity", "tag", "segment") + (("all", "any", "not") if depth else ())))
         if shape == "field":
             return field_leaf(draw, today)
         if shape == "activity":
             return activity_leaf(draw, today)
         if shape == "tag":
             return {"tag": draw(st.sampled_from(tags))}
+        if shape == "segment":
+            return {"segment": "others"}
         if shape == "not":
             return {"not": node(draw, today, depth - 1)}
         return {shape: [node(draw, today, depth - 1) for _ in range(draw(st.integers(1, 3)))]}
@@ -447,10 +457,12 @@ def _tagged(tag: TagDefinition, rule: dict, now: dt.datetime) -> set[int]:
     return set(TagAssignment.objects.filter(tag=tag).values_list("profile_id", flat=True))
 
 
-def _uses_rule_tag(rule) -> bool:
+def _not_for_tags(rule) -> bool:
+    """Whether the rule uses a segment or a rule tag, which a tag rule may not."""
     if isinstance(rule, dict):
-        return TAGS.get(rule.get("tag"), ("",))[0] == "rule" or any(_uses_rule_tag(v) for v in rule.values())
-    return isinstance(rule, list) and any(_uses_rule_tag(v) for v in rule)
+        return ("segment" in rule or TAGS.get(rule.get("tag"), ("",))[0] == "rule"
+                or any(_not_for_tags(v) for v in rule.values()))
+    return isinstance(rule, list) and any(_not_for_tags(v) for v in rule)
 
 
 def test_compiled_rules_select_what_the_reference_evaluator_selects():
@@ -476,7 +488,7 @@ def test_compiled_rules_select_what_the_reference_evaluator_selects():
         assert preview == expected, f"preview: {differences(preview, expected)}"
         refreshed = _refreshed(segment, rule, now)
         assert refreshed == expected, f"segment refresh: {differences(refreshed, expected)}"
-        if _uses_rule_tag(rule):  # a tag rule may not use another rule tag
+        if _not_for_tags(rule):
             with pytest.raises(RuleError):
                 _tagged(rule_tag, rule, now)
         else:
