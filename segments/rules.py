@@ -352,7 +352,9 @@ def _leaf_values(node: dict, field: CatalogueField, path: str, today: dt.date | 
         if not isinstance(value, list) or len(value) != 2:
             raise RuleError("between expects a list [low, high]", value_path)
         low, high = (_scalar(v, field, _join(value_path, f"[{i}]"), today) for i, v in enumerate(value))
-        if today is not None and low > high:
+        # Fixed bounds in the wrong order are a mistake; a window with a relative end can pass the other end as
+        # time goes on, and then selects nobody, so that a saved segment does not start failing its refreshes.
+        if today is not None and low > high and not any(isinstance(v, dict) for v in value):
             raise RuleError("between expects low <= high", value_path)
         return [low, high]
     return _scalar(value, field, value_path, today)
@@ -450,14 +452,21 @@ def _compile_leaf(node: dict, field: CatalogueField, ctx: RuleContext, model) ->
     if op == "is_not_null":
         return has_value
     if field.type == "number":
-        return number_condition(path, op, value, _integer_range(model, field.path), has_value)
-    # Comparisons are false on a missing value: SQL gives that for free, except for ne and not_in ("has a value
-    # other than ..."), which say so explicitly. Values are never empty strings (validation), so an empty string
-    # never compares equal either.
-    lookup = {"eq": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range", "in": "in",
-              "contains": "icontains", "startswith": "istartswith", "ne": "exact", "not_in": "in"}[op]
-    condition = Q(**{f"{path}__{lookup}": value})
-    return has_value & ~condition if op in ("ne", "not_in") else condition
+        condition = number_condition(path, op, value, _integer_range(model, field.path), has_value)
+    else:
+        # Comparisons are false on a missing value: SQL gives that for free, except for ne and not_in ("has a value
+        # other than ..."), which say so explicitly. Values are never empty strings (validation), so an empty string
+        # never compares equal either.
+        lookup = {"eq": "exact", "lt": "lt", "lte": "lte", "gt": "gt", "gte": "gte", "between": "range", "in": "in",
+                  "contains": "icontains", "startswith": "istartswith", "ne": "exact", "not_in": "in"}[op]
+        condition = Q(**{f"{path}__{lookup}": value})
+        condition = has_value & ~condition if op in ("ne", "not_in") else condition
+    if "__" in field.path:
+        # Across the outer join to a related row (the metrics) a comparison is NULL, not false, where the row is
+        # missing, and NOT or OR above it keep the NULL: the profile would drop out of both a condition and its
+        # negation. Its column may be NOT NULL, so the ORM adds no IS NOT NULL of its own.
+        condition = has_value & condition
+    return condition
 
 
 def _explain_field(node: dict, ctx: RuleContext, profile: CustomerProfile):
@@ -757,8 +766,10 @@ def compile_node(node: dict, ctx: RuleContext) -> Q:
 
 
 def rule_queryset(rule: dict, ctx: RuleContext | None = None) -> QuerySet:
-    """The live profiles the rule selects: one SQL query. The rule must have been validated."""
+    """The live profiles the rule selects: one SQL query. A bad rule raises RuleError: a stored rule may have been
+    written past the validator (a migration, the shell), and compiling one would fail deep inside the ORM."""
     ctx = ctx or RuleContext()
+    rule_validate(rule, ctx)
     return CustomerProfile.objects.filter(status=CustomerProfile.Status.ACTIVE).filter(compile_node(rule, ctx))
 
 

@@ -221,3 +221,24 @@ def test_9_a_balance_converts_at_its_snapshot_date_as_in_the_metrics(people, ban
     profile_metrics_recompute(as_of=NOW.date())
     assert ProfileMetrics.objects.get(profile=people["ann"]).total_deposits == Decimal("7000")
     assert names(field("total_deposits", "eq", 7000)) == {"Ann Lee"}
+
+
+def test_not_and_any_over_metric_conditions_keep_profiles_without_metrics(measured):
+    """Found by the reference evaluator: Dee has no metrics row, so each comparison on a metric is false for her,
+    and its negation true; through the outer join a comparison gave SQL NULL, which NOT and OR kept NULL."""
+    assert "Dee" in names({"field": "aum", "op": "is_null"})
+    assert "Dee" in names({"any": [field("aum", "ne", 5), {"not": field("clv", "eq", 5)}]})
+    assert "Dee" in names({"not": {"all": [{"field": "aum", "op": "is_null"}, field("clv", "eq", 0)]}})
+    assert "Dee" in names({"not": {"all": [{"not": field("card_utilisation", "gt", 1)},
+                                              field("salary_monthly", "lt", -1)]}})
+
+
+def test_a_window_whose_relative_end_passed_the_fixed_one_selects_nobody_instead_of_failing(people):
+    """Valid when saved on 10 January; a month later its relative low end lies after its fixed high end."""
+    window = {"field": "created_at", "op": "between", "value": [{"days_ago": 30}, "2026-01-05"]}
+    assert names(window) == {"Bob Wu"}
+    later = RuleContext(now=NOW + dt.timedelta(days=40))
+    assert names(window, later) == set()
+    with pytest.raises(RuleError) as refused:
+        rule_validate({"field": "created_at", "op": "between", "value": ["2026-01-05", "2025-12-01"]}, CTX)
+    assert refused.value.path == "value"
