@@ -20,7 +20,8 @@ from tags.models import TagDefinition
 from tags.services import TagError, parse_profile_list
 
 from .models import RefreshJob, Segment
-from .rules import RuleContext, RuleError, catalogue, rule_validate
+from .rules import (ACTIVITY_AGGREGATES, ACTIVITY_COMPARE_OPS, RuleContext, RuleError, activity_catalogue, catalogue,
+                    rule_validate)
 from .selectors import (rule_diff, rule_preview, segment_explain, segment_history, segment_members,
                         segment_members_for_channel, segment_sizes)
 from .services import cron_schedule, segment_rule_check, segment_save, segment_static_set_members
@@ -29,7 +30,8 @@ from .tasks import segment_refresh_enqueue
 
 
 class RuleBuilderWidget(forms.Textarea):
-    """The rule as JSON in a hidden textarea, edited through a tree of groups and conditions (rule_builder.js)."""
+    """The rule as JSON in a textarea, edited through a tree of groups and conditions (rule_builder.js): every node type
+    of the rule language, with the fields of the catalogues; a node it cannot show stays as written, read-only."""
 
     template_name = "admin/segments/rule_builder_widget.html"
 
@@ -46,6 +48,10 @@ class RuleBuilderWidget(forms.Textarea):
         context["builder"] = {
             "catalogue": json.dumps({
                 "fields": catalogue(),
+                "activity": activity_catalogue(),
+                "aggregates": list(ACTIVITY_AGGREGATES),
+                "activity_ops": list(ACTIVITY_COMPARE_OPS),
+                "tag_rule": self.tag_rule,
                 "tags": list(TagDefinition.objects.exclude(kind=TagDefinition.Kind.RULE if self.tag_rule else "")
                              .values_list("code", flat=True)),
                 "segments": [] if self.tag_rule else list(Segment.objects.values_list("slug", flat=True)),
