@@ -403,11 +403,11 @@
 
   Builder.prototype.renderCondition = function (node, parent, path) {
     var self = this;
-    var row = el("div", {"class": "rb-condition rb-" + node.type, "data-path": path});
+    var row = el("div", {"class": "rb-condition rb-node-" + node.type, "data-path": path});
     var inner = node.negate ? join(path, "not") : path;
     if (node.type === "raw") {
       row.appendChild(el("span", {"class": "rb-raw-label", text: "kept as written (edit it in the JSON below):"}));
-      row.appendChild(el("code", {"class": "rb-raw", text: stringify(node.rule)}));
+      row.appendChild(el("code", {"class": "rb-json", text: stringify(node.rule)}));
       row.appendChild(this.removeButton(parent.children, node));
       return row;
     }
@@ -591,7 +591,7 @@
       var whereRow = el("div", {"class": "rb-where-condition", "data-path": wherePath});
       if (leaf.type === "raw") {
         whereRow.appendChild(el("span", {"class": "rb-raw-label", text: "kept as written:"}));
-        whereRow.appendChild(el("code", {"class": "rb-raw", text: stringify(leaf.rule)}));
+        whereRow.appendChild(el("code", {"class": "rb-json", text: stringify(leaf.rule)}));
       } else {
         self.renderField(leaf, fields, whereRow);
       }
