@@ -1,5 +1,6 @@
 """The marketers' admin: builder preview, save, refresh now, members, consent-filtered export, explain, upload."""
 import datetime as dt
+import html
 import json
 import re
 from xml.etree import ElementTree
@@ -166,6 +167,25 @@ def test_a_rule_tag_with_a_bad_rule_is_refused_in_the_admin(admin_client):
         "code": "t", "name": "T", "category": "", "description": "", "kind": "rule",
         "rule": json.dumps({"segment": "x"})})
     assert "segment: a tag rule cannot use segments" in response.content.decode()
+
+
+def builder_catalogue(page: str) -> dict:
+    return json.loads(html.unescape(re.search(r'data-catalogue="([^"]*)"', page).group(1)))
+
+
+def test_the_builders_catalogue_has_the_activity_kinds_and_what_a_tag_rule_may_use(admin_client, people):
+    shanghai_segment()
+    TagDefinition.objects.create(code="vip", name="VIP")
+    TagDefinition.objects.create(code="multi", name="Multi", kind=TagDefinition.Kind.RULE, rule=SHANGHAI)
+
+    for_segment = builder_catalogue(admin_client.get(reverse("admin:segments_segment_add")).content.decode())
+    assert [f["name"] for f in for_segment["activity"]["card_transactions"]][:2] == ["amount", "merchant_category"]
+    assert for_segment["aggregates"] == ["count", "sum", "avg", "min", "max"]
+    assert (sorted(for_segment["tags"]), for_segment["segments"]) == (["multi", "vip"], ["shanghai"])
+
+    for_tag = builder_catalogue(admin_client.get(reverse("admin:tags_tagdefinition_add")).content.decode())
+    assert (for_tag["tag_rule"], for_tag["tags"], for_tag["segments"]) == (True, ["vip"], [])
+    assert set(for_tag["activity"]) == {"transactions", "card_transactions", "accounts", "holdings"}
 
 
 def test_static_segment_list_upload_in_the_admin(admin_client, people):
