@@ -277,9 +277,10 @@
     return showsOne(field, value);
   }
 
+  // A number box shows text too (what a user typed that is no number, sent back by a form with errors).
   function showsOne(field, v) {
-    if (field.type === "number") { return isNumber(v); }
-    if (field.type === "choice") { return typeof v === "string" && field.choices.indexOf(v) >= 0; }
+    if (field.type === "number") { return isNumber(v) || typeof v === "string"; }
+    if (field.type === "choice") { return v === "" || (typeof v === "string" && field.choices.indexOf(v) >= 0); }
     if (field.type === "date" || field.type === "datetime") { return typeof v === "string" || relativeUnit(v) !== null; }
     return typeof v === "string";
   }
