@@ -25,7 +25,9 @@
 
   function parseJson(text) {
     var at = 0;
-    var token = /\s*(?:([{}[\],:])|("(?:[^"\\\u0000-\u001f]|\\(?:["\\\/bfnrt]|u[0-9a-fA-F]{4}))*")|(-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|-?Infinity|NaN)|(true|false|null))/y;
+    var string = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\\/bfnrt]|u[0-9a-fA-F]{4}))*"/.source;
+    var numeral = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|-?Infinity|NaN/.source;  // Python writes NaN, Infinity
+    var token = new RegExp("\\s*(?:([{}[\\],:])|(" + string + ")|(" + numeral + ")|(true|false|null))", "y");
     function next() {
       token.lastIndex = at;
       var m = token.exec(text);
@@ -33,7 +35,9 @@
       at = token.lastIndex;
       return m;
     }
-    function expect(punct) { if (next()[1] !== punct) { throw new SyntaxError("expected " + punct + " before " + at); } }
+    function expect(punct) {
+      if (next()[1] !== punct) { throw new SyntaxError("expected " + punct + " before " + at); }
+    }
     function value(m) {
       if (m[2]) { return JSON.parse(m[2]); }
       if (m[3]) { return number(m[3]); }
@@ -59,7 +63,9 @@
           if (!m[2]) { throw new SyntaxError("expected a key before " + at); }
           key = JSON.parse(m[2]);
           expect(":");
-          Object.defineProperty(items, key, {value: value(next()), enumerable: true, writable: true, configurable: true});
+          // defineProperty: a key "__proto__" is a key like any other
+          Object.defineProperty(items, key, {value: value(next()), enumerable: true, writable: true,
+                                             configurable: true});
           m = next();
           if (m[1] === "}") { return items; }
           if (m[1] !== ",") { throw new SyntaxError("expected , or } before " + at); }
@@ -77,7 +83,8 @@
     if (v instanceof RawNumber) { return v.text; }
     if (Array.isArray(v)) { return "[" + v.map(stringify).join(", ") + "]"; }
     if (v !== null && typeof v === "object") {
-      return "{" + Object.keys(v).map(function (k) { return JSON.stringify(k) + ": " + stringify(v[k]); }).join(", ") + "}";
+      return "{" + Object.keys(v).map(function (k) { return JSON.stringify(k) + ": " + stringify(v[k]); })
+        .join(", ") + "}";
     }
     return JSON.stringify(v);
   }
@@ -110,7 +117,8 @@
   function relativeUnit(v) {
     if (!isObject(v)) { return null; }
     var keys = Object.keys(v);
-    return keys.length === 1 && (keys[0] === "days_ago" || keys[0] === "years_ago") && isNumber(v[keys[0]]) ? keys[0] : null;
+    var unit = keys.length === 1 && (keys[0] === "days_ago" || keys[0] === "years_ago") ? keys[0] : null;
+    return unit && isNumber(v[unit]) ? unit : null;
   }
 
   function join(path, part) { return path && part.charAt(0) !== "[" ? path + "." + part : path + part; }
@@ -121,7 +129,9 @@
     Object.keys(attrs || {}).forEach(function (k) {
       if (k === "text") { node.textContent = attrs[k]; } else { node.setAttribute(k, attrs[k]); }
     });
-    (children || []).forEach(function (c) { node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
+    (children || []).forEach(function (c) {
+      node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
     return node;
   }
 
@@ -185,7 +195,8 @@
       this.model = {type: "group", mode: "all", negate: false, children: [], implicit: true};
     } else {
       var node = this.fromRule(rule, this.fields);
-      this.model = node.type === "group" ? node : {type: "group", mode: "all", negate: false, children: [node], implicit: true};
+      this.model = node.type === "group" ? node
+        : {type: "group", mode: "all", negate: false, children: [node], implicit: true};
     }
     this.render();
     return true;
@@ -219,7 +230,9 @@
       inner.negate = true;
       return inner;
     }
-    if (key === "tag" || key === "segment") { return typeof body === "string" ? {type: key, negate: false, ref: body} : null; }
+    if (key === "tag" || key === "segment") {
+      return typeof body === "string" ? {type: key, negate: false, ref: body} : null;
+    }
     if (key === "activity") { return this.readActivity(body); }
     return null;
   };
@@ -228,9 +241,9 @@
     var field = typeof rule.field === "string" && has(fields, rule.field) ? fields[rule.field] : null;
     var extra = Object.keys(rule).filter(function (k) { return ["field", "op", "value"].indexOf(k) < 0; });
     if (!field || extra.length || field.ops.indexOf(rule.op) < 0) { return null; }
-    if (NO_VALUE.indexOf(rule.op) >= 0 ? has(rule, "value") : !(has(rule, "value") && shows(field, rule.op, rule.value))) {
-      return null;
-    }
+    var showable = NO_VALUE.indexOf(rule.op) >= 0 ? !has(rule, "value")
+      : has(rule, "value") && shows(field, rule.op, rule.value);
+    if (!showable) { return null; }
     return {type: "field", negate: false, field: field.name, op: rule.op, value: rule.value};
   };
 
@@ -251,9 +264,8 @@
       if (has(body, "exists") || this.catalogue.aggregates.indexOf(body.agg) < 0 ||
           this.catalogue.activity_ops.indexOf(body.op) < 0 || !has(body, "value") ||
           !shows(NUMBER_FIELD, body.op, body.value)) { return null; }
-      if (body.agg === "count" ? has(body, "field") : !(has(fields, body.field) && fields[body.field].type === "number")) {
-        return null;
-      }
+      var numeric = has(fields, body.field) && fields[body.field].type === "number";
+      if (body.agg === "count" ? has(body, "field") : !numeric) { return null; }
       node.agg = body.agg;
       node.field = body.field;
       node.op = body.op;
@@ -268,7 +280,9 @@
 
   // Whether a value box can show `value` for the field and operator, so that it reads back the same.
   function shows(field, op, value) {
-    if (op === "between") { return Array.isArray(value) && value.length === 2 && value.every(function (v) { return showsOne(field, v); }); }
+    if (op === "between") {
+      return Array.isArray(value) && value.length === 2 && value.every(function (v) { return showsOne(field, v); });
+    }
     if (LIST_OPS.indexOf(op) >= 0) {
       return Array.isArray(value) && value.length > 0 && value.every(function (v) {
         return showsOne(field, v) && (typeof v !== "string" || (v === v.trim() && v !== "" && v.indexOf(",") < 0));
@@ -281,7 +295,9 @@
   function showsOne(field, v) {
     if (field.type === "number") { return isNumber(v) || typeof v === "string"; }
     if (field.type === "choice") { return v === "" || (typeof v === "string" && field.choices.indexOf(v) >= 0); }
-    if (field.type === "date" || field.type === "datetime") { return typeof v === "string" || relativeUnit(v) !== null; }
+    if (field.type === "date" || field.type === "datetime") {
+      return typeof v === "string" || relativeUnit(v) !== null;
+    }
     return typeof v === "string";
   }
 
@@ -413,8 +429,8 @@
       return row;
     }
     var line = el("div", {"class": "rb-line"}, [this.negateBox(node)]);
-    var kinds = [["field", "field"], ["tag", "has tag"]].concat(this.catalogue.tag_rule ? [] : [["segment", "in segment"]])
-      .concat([["activity", "activity"]]);
+    var kinds = [["field", "field"], ["tag", "has tag"]]
+      .concat(this.catalogue.tag_rule ? [] : [["segment", "in segment"]]).concat([["activity", "activity"]]);
     var kind = select(kinds, node.type, "rb-kind", "condition type");
     kind.addEventListener("change", function () {
       var fresh = self.newNode(kind.value);
@@ -516,7 +532,8 @@
       });
       return el("span", {"class": "rb-date"}, [box, mode]);
     }
-    var input = textInput(field.type === "number" ? numberText(value) : (value === undefined ? "" : value), cls, "value",
+    var shown = field.type === "number" ? numberText(value) : (value === undefined ? "" : value);
+    var input = textInput(shown, cls, "value",
                           field.examples.length ? "e.g. " + stringify(field.examples[0]) : "");
     input.addEventListener("change", function () {
       var raw = input.value.trim();
@@ -602,7 +619,8 @@
     var addWhere = el("button", {type: "button", "class": "rb-add-where", text: "+ where"});
     addWhere.addEventListener("click", function () {
       var first = fields[Object.keys(fields).filter(function (f) { return f !== "amount"; })[0] || "amount"];
-      node.where.push({type: "field", negate: false, field: first.name, op: first.ops[0], value: emptyValue(first.ops[0])});
+      node.where.push({type: "field", negate: false, field: first.name, op: first.ops[0],
+                       value: emptyValue(first.ops[0])});
       self.changed();
     });
     where.appendChild(addWhere);
@@ -650,10 +668,14 @@
       }
       self.preview.className = "rule-builder-preview";
       var text = "Matches " + data.count + " profiles";
-      if (data.diff) { text += " (would enter " + data.diff.would_enter + ", would leave " + data.diff.would_leave + ")"; }
+      if (data.diff) {
+        text += " (would enter " + data.diff.would_enter + ", would leave " + data.diff.would_leave + ")";
+      }
       self.preview.textContent = text;
       var ul = el("ul", {"class": "rb-sample"});
-      data.sample.forEach(function (p) { ul.appendChild(el("li", {text: p.public_id + " " + p.name + " " + p.city})); });
+      data.sample.forEach(function (p) {
+        ul.appendChild(el("li", {text: p.public_id + " " + p.name + " " + p.city}));
+      });
       self.preview.appendChild(ul);
     }).catch(function () { self.preview.textContent = "preview unavailable"; });
   };
