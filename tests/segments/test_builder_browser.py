@@ -166,8 +166,8 @@ def test_build_preview_and_save_an_activity_rule(live_server, admin_user, travel
 @pytest.mark.django_db(transaction=True)
 def test_the_sample_travel_segment_opens_as_its_activity_rule_and_saves_unchanged(live_server, admin_user,
                                                                                   travellers, page):
-    sample_segments_create()
-    segment = Segment.objects.get(slug="travel-spenders")
+    orm(sample_segments_create)
+    segment = orm(lambda: Segment.objects.get(slug="travel-spenders"))
     stored = as_json(segment.rule)
     assert segment.rule == next(s["rule"] for s in SAMPLE_SEGMENTS if s["slug"] == "travel-spenders")
 
@@ -196,7 +196,7 @@ def test_editing_one_node_keeps_the_others_as_written(live_server, admin_user, p
         {"field": "record_count", "op": "gte", "value": 1.0},  # 1.0, not 1
         {"field": "birth_date", "op": "lte", "value": {"years_ago": 60}},
     ]}
-    segment = segment_save(segment=Segment(name="Old Shanghai", slug="old-shanghai", rule=rule))
+    segment = orm(lambda: segment_save(segment=Segment(name="Old Shanghai", slug="old-shanghai", rule=rule)))
     sign_in(page, live_server, f"/admin/segments/segment/{segment.pk}/change/")
     assert preview_count(page) == 1  # Ann, born 1950
     assert json.loads(page.locator(".rb-json").inner_text()) == rule["all"][0]
@@ -238,11 +238,14 @@ EVERY_NODE_TYPE = {"any": [
 
 @pytest.mark.django_db(transaction=True)
 def test_every_node_type_is_shown_and_written_back_the_same(live_server, admin_user, people, page):
-    TagDefinition.objects.create(code="vip", name="VIP")
-    segment_save(segment=Segment(name="Seniors", slug="seniors",
-                                 rule={"field": "birth_date", "op": "lte", "value": {"years_ago": 60}}))
-    segment = segment_save(segment=Segment(name="Everything", slug="everything", rule=EVERY_NODE_TYPE))
-    stored = as_json(Segment.objects.get(pk=segment.pk).rule)  # as PostgreSQL gives it back: 1e30 in full
+    def given():
+        TagDefinition.objects.create(code="vip", name="VIP")
+        segment_save(segment=Segment(name="Seniors", slug="seniors",
+                                     rule={"field": "birth_date", "op": "lte", "value": {"years_ago": 60}}))
+        return segment_save(segment=Segment(name="Everything", slug="everything", rule=EVERY_NODE_TYPE))
+
+    segment = orm(given)
+    stored = as_json(orm(lambda: Segment.objects.get(pk=segment.pk).rule))  # as PostgreSQL gives it: 1e30 in full
     sign_in(page, live_server, f"/admin/segments/segment/{segment.pk}/change/")
     page.wait_for_selector(".rule-builder-preview:has-text('Matches')")
     assert page.locator(".rb-json").count() == 0
@@ -257,3 +260,20 @@ def test_every_node_type_is_shown_and_written_back_the_same(live_server, admin_u
     page.click("input[name=_save]")
     page.wait_for_selector("text=was changed successfully")
     assert as_json(orm(lambda: Segment.objects.get(pk=segment.pk).rule)) == stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_node_kept_as_json_is_shown_once_its_json_is_edited_into_one_the_builder_knows(live_server, admin_user,
+                                                                                       people, page):
+    city = {"field": "city", "op": "eq", "value": "Shanghai"}
+    segment = orm(lambda: segment_save(segment=Segment(name="Shanghai", slug="shanghai", rule={"not": {"not": city}})))
+    sign_in(page, live_server, f"/admin/segments/segment/{segment.pk}/change/")
+    assert preview_count(page) == 2
+    assert page.locator(".rb-json").count() == 1
+
+    page.click(".rule-builder-json summary")
+    change(page.locator("textarea.rule-json"), json.dumps(city))
+    page.wait_for_selector(".rb-condition .rb-field")
+    assert page.locator(".rb-json").count() == 0
+    assert (page.locator(".rb-field").input_value(), page.locator(".rb-value").input_value()) == ("city", "Shanghai")
+    assert preview_count(page) == 2
