@@ -20,15 +20,18 @@ from tags.models import TagDefinition
 from tags.services import TagError, parse_profile_list
 
 from .models import RefreshJob, Segment
-from .rules import RuleContext, RuleError, catalogue, rule_validate
+from .rules import (ACTIVITY_AGGREGATES, ACTIVITY_COMPARE_OPS, RuleContext, RuleError, activity_catalogue, catalogue,
+                    rule_validate)
 from .selectors import (rule_diff, rule_preview, segment_explain, segment_history, segment_members,
                         segment_members_for_channel, segment_sizes)
 from .services import cron_schedule, segment_rule_check, segment_save, segment_static_set_members
+from .size_chart import size_chart_svg
 from .tasks import segment_refresh_enqueue
 
 
 class RuleBuilderWidget(forms.Textarea):
-    """The rule as JSON in a hidden textarea, edited through a tree of groups and conditions (rule_builder.js)."""
+    """The rule as JSON in a textarea, edited through a tree of groups and conditions (rule_builder.js): every node type
+    of the rule language, with the fields of the catalogues; a node it cannot show stays as written, read-only."""
 
     template_name = "admin/segments/rule_builder_widget.html"
 
@@ -45,6 +48,10 @@ class RuleBuilderWidget(forms.Textarea):
         context["builder"] = {
             "catalogue": json.dumps({
                 "fields": catalogue(),
+                "activity": activity_catalogue(),
+                "aggregates": list(ACTIVITY_AGGREGATES),
+                "activity_ops": list(ACTIVITY_COMPARE_OPS),
+                "tag_rule": self.tag_rule,
                 "tags": list(TagDefinition.objects.exclude(kind=TagDefinition.Kind.RULE if self.tag_rule else "")
                              .values_list("code", flat=True)),
                 "segments": [] if self.tag_rule else list(Segment.objects.values_list("slug", flat=True)),
@@ -166,7 +173,7 @@ class SegmentAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request), "opts": self.model._meta, "segment": segment, "page": page,
             "rows": [{"public_id": p.public_id, "name": masked(p, "full_name"), "phone": masked(p, "phone"),
                       "city": p.city or "", "in_holdout": p.in_holdout} for p in page.object_list],
-            "channels": Consent.Channel.choices, "chart": _size_chart(sizes), "sizes": sizes[-10:],
+            "channels": Consent.Channel.choices, "chart": size_chart_svg(sizes), "sizes": sizes[:-11:-1],
             "events": segment_history(segment=segment).select_related("profile").order_by("-at", "-id")[:20],
             "title": f"Segment {segment.name}",
         }
@@ -230,20 +237,6 @@ class _Row:
 
     def __init__(self, row: dict):
         self.__dict__.update(row)
-
-
-def _size_chart(sizes: list[tuple[str, int]], width: int = 600, height: int = 160) -> str:
-    """Segment size over time as an inline SVG polyline (no external chart library)."""
-    if not sizes:
-        return ""
-    top = max(n for _, n in sizes) or 1
-    step = width / max(len(sizes) - 1, 1)
-    points = " ".join(f"{i * step:.1f},{height - n / top * (height - 10):.1f}" for i, (_, n) in enumerate(sizes))
-    return format_html(
-        '<svg class="segment-size-chart" viewBox="-5 -5 {} {}" width="{}" height="{}" role="img" '
-        'aria-label="segment size over time"><polyline fill="none" stroke="#417690" stroke-width="2" points="{}"/>'
-        '<text x="0" y="10" font-size="11">{}</text></svg>',
-        width + 10, height + 10, width + 10, height + 10, points, f"max {top}")
 
 
 @admin.register(RefreshJob)

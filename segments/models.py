@@ -98,14 +98,16 @@ class StaticSegmentEntry(models.Model):
 
 
 class SegmentSize(models.Model):
-    """Members after each refresh that changed something, for the size-over-time chart."""
+    """Members after each refresh, changed or not, for the size-over-time chart."""
 
-    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="sizes")
+    # A point per refresh adds up: the chart reads a segment's latest points through (segment, at).
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="sizes", db_index=False)
     at = models.DateTimeField()
     member_count = models.PositiveIntegerField()
 
     class Meta:
         ordering = ["segment", "at"]
+        indexes = [models.Index(fields=["segment", "at"], name="segment_size_time")]
 
 
 class RefreshJob(models.Model):

@@ -92,9 +92,10 @@ def segment_explain(*, segment: Segment, profile: CustomerProfile, now=None) -> 
     }
 
 
-def segment_sizes(*, segment: Segment) -> list[tuple[str, int]]:
-    return [(timezone.localtime(at).isoformat(timespec="minutes"), n)
-            for at, n in segment.sizes.order_by("at").values_list("at", "member_count")]
+def segment_sizes(*, segment: Segment, limit: int = 500) -> list[tuple[dt.datetime, int]]:
+    """The latest `limit` (time, members) points of the segment, one per refresh, oldest first."""
+    latest = segment.sizes.order_by("-at").values_list("at", "member_count")[:limit]
+    return list(reversed(latest))
 
 
 def segment_member_profile_ids(*, slug: str) -> QuerySet:

@@ -142,8 +142,7 @@ def _switch(segment: Segment, *, old: int, new: int, members: int, job: RefreshJ
     )
     if not switched:
         raise StaleRefresh()  # rolls back the events recorded above
-    if entered or exited or old == 0:
-        SegmentSize.objects.create(segment=segment, at=at, member_count=members)
+    SegmentSize.objects.create(segment=segment, at=at, member_count=members)
     return entered, exited
 
 

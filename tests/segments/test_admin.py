@@ -1,5 +1,9 @@
 """The marketers' admin: builder preview, save, refresh now, members, consent-filtered export, explain, upload."""
+import datetime as dt
+import html
 import json
+import re
+from xml.etree import ElementTree
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -10,6 +14,8 @@ from profiles.models import Consent
 from segments.models import RefreshJob, Segment
 from segments.services import segment_refresh, segment_save
 from tags.models import TagAssignment, TagDefinition
+
+from .conftest import NOW
 
 pytestmark = pytest.mark.django_db
 
@@ -100,11 +106,43 @@ def test_members_page_with_chart_and_explain(admin_client, people):
     segment = shanghai_segment()
     page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
     assert people["ann"].public_id in page and people["bob"].public_id not in page
-    assert "<polyline" in page and "Download CSV" in page
+    assert 'class="segment-size-chart"' in page and "Download CSV" in page
 
     explained = admin_client.get(reverse("admin:segments_segment_explain", args=[segment.pk]),
                                  {"profile": people["bob"].public_id}).json()
     assert explained["member"] is False and explained["rule"]["value"] == "Beijing"
+
+
+def size_chart(page: str) -> ElementTree.Element:
+    return ElementTree.fromstring(re.search(r'<svg class="segment-size-chart".*?</svg>', page, re.S).group(0))
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_members_page_draws_a_single_size_point_with_date_and_count_axes(admin_client, people):
+    segment = segment_save(segment=Segment(name="Shanghai", slug="shanghai", rule=SHANGHAI))
+    segment_refresh(segment=segment, now=NOW)  # one point: Ann and Cai on 2026-01-10 at noon
+    page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
+
+    chart = size_chart(page)
+    points = chart.findall(f".//{SVG}circle")
+    assert [p.find(f"{SVG}title").text for p in points] == ["2026-01-10 12:00: 2 members"]
+    labels = [t.text for t in chart.iter(f"{SVG}text")]
+    assert "2026-01-10" in labels  # the time axis
+    assert {"0", "1", "2"} <= set(labels)  # the count axis reaches the point's count
+
+
+def test_members_page_chart_places_points_by_time_and_count(admin_client, people):
+    segment = segment_save(segment=Segment(name="Shanghai", slug="shanghai", rule=SHANGHAI))
+    for days in (0, 1, 5):  # nothing changes: still one point per refresh
+        segment_refresh(segment=segment, now=NOW + dt.timedelta(days=days))
+    page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
+
+    points = size_chart(page).findall(f".//{SVG}circle")
+    xs = [float(p.get("cx")) for p in points]
+    assert len({p.get("cy") for p in points}) == 1  # the same count, the same height
+    assert (xs[2] - xs[1]) == pytest.approx(4 * (xs[1] - xs[0]))  # the gap of 4 days is 4 times that of 1
 
 
 def test_segment_change_form_has_the_builder_widget(admin_client, people):
@@ -129,6 +167,25 @@ def test_a_rule_tag_with_a_bad_rule_is_refused_in_the_admin(admin_client):
         "code": "t", "name": "T", "category": "", "description": "", "kind": "rule",
         "rule": json.dumps({"segment": "x"})})
     assert "segment: a tag rule cannot use segments" in response.content.decode()
+
+
+def builder_catalogue(page: str) -> dict:
+    return json.loads(html.unescape(re.search(r'data-catalogue="([^"]*)"', page).group(1)))
+
+
+def test_the_builders_catalogue_has_the_activity_kinds_and_what_a_tag_rule_may_use(admin_client, people):
+    shanghai_segment()
+    TagDefinition.objects.create(code="vip", name="VIP")
+    TagDefinition.objects.create(code="multi", name="Multi", kind=TagDefinition.Kind.RULE, rule=SHANGHAI)
+
+    for_segment = builder_catalogue(admin_client.get(reverse("admin:segments_segment_add")).content.decode())
+    assert [f["name"] for f in for_segment["activity"]["card_transactions"]][:2] == ["amount", "merchant_category"]
+    assert for_segment["aggregates"] == ["count", "sum", "avg", "min", "max"]
+    assert (sorted(for_segment["tags"]), for_segment["segments"]) == (["multi", "vip"], ["shanghai"])
+
+    for_tag = builder_catalogue(admin_client.get(reverse("admin:tags_tagdefinition_add")).content.decode())
+    assert (for_tag["tag_rule"], for_tag["tags"], for_tag["segments"]) == (True, ["vip"], [])
+    assert set(for_tag["activity"]) == {"transactions", "card_transactions", "accounts", "holdings"}
 
 
 def test_static_segment_list_upload_in_the_admin(admin_client, people):

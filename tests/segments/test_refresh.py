@@ -65,6 +65,15 @@ def test_a_refresh_that_changes_nothing_records_no_events(people):
     assert SegmentEvent.objects.filter(segment=segment).count() == 2
 
 
+def test_every_refresh_records_a_size_point_even_when_nothing_changed(people):
+    segment = make_segment("shanghai", SHANGHAI)
+    later = NOW + dt.timedelta(hours=6)
+    segment_refresh(segment=segment, now=NOW)
+    segment_refresh(segment=segment, now=later)  # the same two members
+    assert list(SegmentSize.objects.filter(segment=segment).order_by("at").values_list("at", "member_count")) == [
+        (NOW, 2), (later, 2)]
+
+
 def test_holdout_is_deterministic_stable_and_returned_with_membership(make_profile):
     for i in range(400):
         make_profile(full_name=f"P{i}", city="Shanghai")
