@@ -1,0 +1,168 @@
+"""Public person-record data (FEBRL sets 1 and 2, see their README) as the platform's customer feeds, its truth file,
+and two plain baselines computed over the same feeds.
+
+Nothing here is tuned to FEBRL: the columns are mapped as a data engineer would map them, and the baselines are
+rules anyone would write first.
+"""
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+SOURCES = ("core", "card", "wealth")
+FEED_HEADER = ("customer_key", "family_name", "given_name", "birth_date", "id_type", "id_number", "address", "city",
+               "postcode")
+TRUTH_HEADER = ("source", "customer_key", "entity")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class PairScores:
+    precision: float
+    recall: float
+    f1: float
+
+    def line(self) -> str:
+        return f"pairs P {self.precision:.4f}  R {self.recall:.4f}  F1 {self.f1:.4f}"
+
+
+def febrl_dir(root: Path) -> Path | None:
+    """The shared FEBRL folder beside the project (a worktree sits one level deeper than the main checkout)."""
+    for base in (root.parent, root.parent.parent):
+        if (base / "shared" / "data" / "febrl" / "dataset1.csv").exists():
+            return base / "shared" / "data" / "febrl"
+    return None
+
+
+def read_febrl(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [{k.strip(): (v or "").strip() for k, v in row.items()} for row in csv.DictReader(fh, skipinitialspace=True)]
+
+
+def _birth_date(value: str) -> str:
+    """YYYYMMDD as YYYY-MM-DD; an impossible date (FEBRL has them) is left out, as a load would reject it."""
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])).isoformat() if len(value) == 8 else ""
+    except ValueError:
+        return ""
+
+
+def _customer(row: dict[str, str], key: str, with_ids: bool) -> dict[str, str]:
+    address = _SPACES.sub(" ", " ".join(row[c] for c in ("street_number", "address_1", "address_2") if row[c]))
+    return {
+        "customer_key": key, "family_name": row["surname"], "given_name": row["given_name"],
+        "birth_date": _birth_date(row["date_of_birth"]),
+        "id_type": "OTHER" if with_ids and row["soc_sec_id"] else "",
+        "id_number": row["soc_sec_id"] if with_ids else "",
+        "address": address, "city": row["suburb"], "postcode": row["postcode"],
+    }
+
+
+def febrl_feeds(dataset: Path, out_dir: Path, *, with_ids: bool, spread: bool, seed: int = 1) -> dict[str, Path]:
+    """Write the records of a FEBRL file as customer feeds and the truth file; return {source: feed path}.
+
+    Without `spread` (set 1) the originals go to core and their duplicates to card; with it (set 2) each record
+    goes to core, card or wealth at random (a fixed seed), so some duplicates share a source. The records are
+    written in a shuffled order and keyed by their position, so neither order nor key gives the truth away.
+    """
+    rows = read_febrl(dataset)
+    rng = random.Random(seed)
+    if spread:
+        sources = [rng.choice(SOURCES) for _ in rows]
+    else:
+        sources = ["card" if "-dup-" in row["rec_id"] else "core" for row in rows]
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    feeds = {source: out_dir / f"{source}.csv" for source in SOURCES if source in sources}
+    handles = {source: open(path, "w", encoding="utf-8", newline="") for source, path in feeds.items()}
+    try:
+        writers = {source: csv.DictWriter(fh, FEED_HEADER) for source, fh in handles.items()}
+        for writer in writers.values():
+            writer.writeheader()
+        with open(out_dir / "truth.csv", "w", encoding="utf-8", newline="") as fh:
+            truth = csv.writer(fh)
+            truth.writerow(TRUTH_HEADER)
+            counters = Counter()
+            for i in order:
+                source = sources[i]
+                counters[source] += 1
+                key = f"{source[0].upper()}{counters[source]:06d}"
+                writers[source].writerow(_customer(rows[i], key, with_ids))
+                truth.writerow((source, key, rows[i]["rec_id"].split("-")[1]))
+    finally:
+        for fh in handles.values():
+            fh.close()
+    return feeds
+
+
+# --- baselines: plain Python over the feeds ---------------------------------------------------------------
+
+def _norm(value: str) -> str:
+    return _SPACES.sub("", value.casefold())
+
+
+def _rules(with_name_rules: bool):
+    def id_number(r):
+        return ("id", _norm(r["id_number"])) if r["id_number"] else None
+
+    def name_birth(r):
+        if r["given_name"] and r["family_name"] and r["birth_date"]:
+            return "nb", _norm(r["given_name"]), _norm(r["family_name"]), r["birth_date"]
+        return None
+
+    def surname_birth_postcode(r):
+        if r["family_name"] and r["birth_date"] and r["postcode"]:
+            return "sbp", _norm(r["family_name"]), r["birth_date"], r["postcode"]
+        return None
+
+    return (id_number, name_birth, surname_birth_postcode) if with_name_rules else (id_number,)
+
+
+def baseline_scores(feed_dir: Path, *, with_name_rules: bool) -> PairScores:
+    """Pair scores of linking the records that share a key under any of the rules (transitively):
+    "same id number", or with `with_name_rules` "id, or given + family name + birth date, or family name + birth
+    date + postcode"."""
+    records: list[tuple[str, str]] = []
+    rows = []
+    for path in sorted(feed_dir.glob("*.csv")):
+        if path.name == "truth.csv":
+            continue
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                records.append((path.stem, row["customer_key"]))
+                rows.append(row)
+    parent = list(range(len(rows)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict[tuple, int] = {}
+    for i, row in enumerate(rows):
+        for rule in _rules(with_name_rules):
+            key = rule(row)
+            if key is not None:
+                parent[find(i)] = find(first.setdefault(key, i))
+    with open(feed_dir / "truth.csv", encoding="utf-8", newline="") as fh:
+        entity = {(r["source"], r["customer_key"]): r["entity"] for r in csv.DictReader(fh)}
+    return pair_scores([entity[record] for record in records], [find(i) for i in range(len(rows))])
+
+
+def pair_scores(truth: list, predicted: list) -> PairScores:
+    """Pair precision, recall and F1 of two labellings of the same records, from their cluster sizes."""
+    def pairs(counts: Counter) -> int:
+        return sum(n * (n - 1) // 2 for n in counts.values())
+
+    right, linked, true = pairs(Counter(zip(truth, predicted))), pairs(Counter(predicted)), pairs(Counter(truth))
+    precision = right / linked if linked else 1.0
+    recall = right / true if true else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return PairScores(precision, recall, f1)
