@@ -120,6 +120,7 @@ def identity_evaluate(*, truth_path: Path | str, show: int = 10) -> IdentityEval
     sql.create_temp_table(T_TRUTH, "source varchar(32), customer_key varchar(64), entity text")
     try:
         sql.bulk_insert_arrow(T_TRUTH, truth)
+        sql.analyze(T_TRUTH)
         return _evaluate(show)
     finally:
         sql.drop_temp_table(T_TRUTH)
