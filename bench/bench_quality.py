@@ -51,12 +51,7 @@ def quality_report(args) -> None:
                     out = data / f"{Path(file_name).stem}-{'ids' if with_ids else 'no-ids'}"
                     feeds = febrl_feeds(folder / file_name, out, with_ids=with_ids, spread=spread, seed=args.seed)
                     _print_case(bench, label, feeds, out / "truth.csv")
-                    baselines = [("baseline: same id number", False)] if with_ids else []
-                    baselines.append(("baseline: id, or name + birth date, or surname + birth date + postcode"
-                                      if with_ids else "baseline: name + birth date, or surname + birth date + "
-                                      "postcode", True))
-                    for name, with_name_rules in baselines:
-                        print(f"    {name:<68} {baseline_scores(out, with_name_rules=with_name_rules).line()}")
+                    _print_baselines(feeds, out / "truth.csv", with_ids=with_ids)
     if not args.no_hard:
         from profiles.sample_data import CARD_FILE, CORE_FILE, HARD_TRUTH_FILE, WEALTH_FILE, generate_sample_feeds
 
@@ -64,6 +59,15 @@ def quality_report(args) -> None:
         generate_sample_feeds(out_dir=out, customers=args.hard_customers, seed=args.seed, mode="hard")
         feeds = {"core": out / CORE_FILE, "card": out / CARD_FILE, "wealth": out / WEALTH_FILE}
         _print_case(bench, f"generator hard mode, {args.hard_customers:,} people", feeds, out / HARD_TRUTH_FILE)
+        _print_baselines(feeds, out / HARD_TRUTH_FILE, with_ids=True)
+
+
+def _print_baselines(feeds: dict[str, Path], truth: Path, *, with_ids: bool) -> None:
+    baselines = [("baseline: same id number", False)] if with_ids else []
+    baselines.append(("baseline: id, or name + birth date, or surname + birth date + postcode" if with_ids
+                      else "baseline: name + birth date, or surname + birth date + postcode", True))
+    for name, with_name_rules in baselines:
+        print(f"    {name:<68} {baseline_scores(feeds, truth, with_name_rules=with_name_rules).line()}")
 
 
 class _Databases:

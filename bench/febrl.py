@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from profiles.names import has_cjk, split_chinese_name
+from profiles.sample_data import is_valid_cn_id
+
 SOURCES = ("core", "card", "wealth")
 FEED_HEADER = ("customer_key", "family_name", "given_name", "birth_date", "id_type", "id_number", "address", "city",
                "postcode")
@@ -107,37 +110,51 @@ def _norm(value: str) -> str:
     return _SPACES.sub("", value.casefold())
 
 
-def _rules(with_name_rules: bool):
-    def id_number(r):
-        return ("id", _norm(r["id_number"])) if r["id_number"] else None
-
-    def name_birth(r):
-        if r["given_name"] and r["family_name"] and r["birth_date"]:
-            return "nb", _norm(r["given_name"]), _norm(r["family_name"]), r["birth_date"]
+def _id_key(row: dict[str, str]) -> tuple | None:
+    """The id number when it is usable: any OTHER or PASSPORT number, a CN resident id only with a valid checksum."""
+    number = _norm(row.get("id_number") or "").upper()
+    kind = row.get("id_type") or "OTHER"
+    if not number or kind == "CN_RESIDENT" and not is_valid_cn_id(number):
         return None
-
-    def surname_birth_postcode(r):
-        if r["family_name"] and r["birth_date"] and r["postcode"]:
-            return "sbp", _norm(r["family_name"]), r["birth_date"], r["postcode"]
-        return None
-
-    return (id_number, name_birth, surname_birth_postcode) if with_name_rules else (id_number,)
+    return "id", kind, number
 
 
-def baseline_scores(feed_dir: Path, *, with_name_rules: bool) -> PairScores:
-    """Pair scores of linking the records that share a key under any of the rules (transitively):
-    "same id number", or with `with_name_rules` "id, or given + family name + birth date, or family name + birth
-    date + postcode"."""
+def _names(row: dict[str, str]) -> tuple[str, str]:
+    """(family, whole name) as written, case-folded: from family_name + given_name, or from full_name (a name in
+    Chinese characters starts with its family name, a Latin one is written "FAMILY GIVEN")."""
+    if row.get("family_name") or row.get("given_name"):
+        return _norm(row.get("family_name") or ""), _norm((row.get("family_name") or "") + (row.get("given_name") or ""))
+    full = (row.get("full_name") or "").strip()
+    if not full:
+        return "", ""
+    family = split_chinese_name(full)[0] if has_cjk(full) else full.split()[0]
+    return _norm(family), _norm(full)
+
+
+def _rule_keys(row: dict[str, str], with_name_rules: bool) -> list[tuple]:
+    keys = [key] if (key := _id_key(row)) else []
+    if with_name_rules:
+        family, name = _names(row)
+        birth, postcode = row.get("birth_date") or "", row.get("postcode") or ""
+        if name and birth:
+            keys.append(("name + birth date", name, birth))
+        if family and birth and postcode:
+            keys.append(("surname + birth date + postcode", family, birth, postcode))
+    return keys
+
+
+def baseline_scores(feeds: dict[str, Path], truth: Path, *, with_name_rules: bool) -> PairScores:
+    """Pair scores of linking the records that share a key under any of the rules (transitively): "same id number"
+    (usable: a CN resident id with a valid checksum, of the same type), or with `with_name_rules` "id, or the same
+    name + birth date, or the same family name + birth date + postcode", names compared as written."""
     records: list[tuple[str, str]] = []
-    rows = []
-    for path in sorted(feed_dir.glob("*.csv")):
-        if path.name == "truth.csv":
-            continue
+    keys: list[list[tuple]] = []
+    for source, path in feeds.items():
         with open(path, encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
-                records.append((path.stem, row["customer_key"]))
-                rows.append(row)
-    parent = list(range(len(rows)))
+                records.append((source, row.get("customer_key") or row["CUST_NO"]))
+                keys.append(_rule_keys(row, with_name_rules))
+    parent = list(range(len(records)))
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -146,14 +163,12 @@ def baseline_scores(feed_dir: Path, *, with_name_rules: bool) -> PairScores:
         return x
 
     first: dict[tuple, int] = {}
-    for i, row in enumerate(rows):
-        for rule in _rules(with_name_rules):
-            key = rule(row)
-            if key is not None:
-                parent[find(i)] = find(first.setdefault(key, i))
-    with open(feed_dir / "truth.csv", encoding="utf-8", newline="") as fh:
+    for i, record_keys in enumerate(keys):
+        for key in record_keys:
+            parent[find(i)] = find(first.setdefault(key, i))
+    with open(truth, encoding="utf-8", newline="") as fh:
         entity = {(r["source"], r["customer_key"]): r["entity"] for r in csv.DictReader(fh)}
-    return pair_scores([entity[record] for record in records], [find(i) for i in range(len(rows))])
+    return pair_scores([entity[record] for record in records], [find(i) for i in range(len(records))])
 
 
 def pair_scores(truth: list, predicted: list) -> PairScores:
