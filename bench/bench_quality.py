@@ -1,7 +1,7 @@
 """Identity-resolution quality on data the platform did not generate: the public FEBRL sets 1 and 2 (with and
 without their id numbers) and the generator's hard mode, each loaded through `load_feed` into a fresh database,
-all sources at once and then source by source, and scored with `evaluate_identity` against its truth; beside
-them two plain baselines computed over the same FEBRL feeds.
+all sources at once (twice, into two fresh databases, to compare the partitions) and then source by source, and
+scored with `evaluate_identity` against its truth; beside them two plain baselines computed over the same feeds.
 
     .venv/bin/python bench/bench_quality.py [--hard-customers 5000] [--no-febrl] [--no-hard]
 
@@ -91,30 +91,59 @@ class _Databases:
 
 
 def _print_case(bench: _Databases, label: str, feeds: dict[str, Path], truth: Path) -> None:
+    """Load the feeds all at once, then again into another fresh database, then source by source; print the quality
+    of the first and last, and whether the partitions agree."""
+    print(label)
+    first = _load_and_score(bench, "together", feeds, truth)
+    again = _load_and_score(bench, "together, again", feeds, truth, quiet=True)
+    in_turn = _load_and_score(bench, "in turn", feeds, truth)
+    if first is not None:
+        print(f"    {'partitions':<68} a second load at once: {_difference(first, again)}; "
+              f"in turn against at once: {_difference(first, in_turn)}")
+
+
+def _load_and_score(bench: _Databases, how: str, feeds: dict[str, Path], truth: Path, *,
+                    quiet: bool = False) -> set[frozenset] | None:
+    """The partition of the records into profiles after the load, or None when the load crashed."""
     from django.core.management import call_command
 
     from profiles.evaluation import identity_evaluate
 
-    print(label)
-    for how in ("together", "in turn"):
-        bench.fresh()
-        started = time.perf_counter()
-        try:
-            if how == "together":
-                call_command("load_feed", *(f"{source}={path}" for source, path in feeds.items()), stdout=io.StringIO())
-            else:
-                for source, path in feeds.items():
-                    call_command("load_feed", str(path), source=source, stdout=io.StringIO())
-        except Exception as exc:  # a crash is a result to report, not a reason to stop measuring
-            print(f"    {'platform, ' + how:<68} crash: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-            continue
-        seconds = time.perf_counter() - started
+    bench.fresh()
+    started = time.perf_counter()
+    try:
+        if how.startswith("together"):
+            call_command("load_feed", *(f"{source}={path}" for source, path in feeds.items()), stdout=io.StringIO())
+        else:
+            for source, path in feeds.items():
+                call_command("load_feed", str(path), source=source, stdout=io.StringIO())
+    except Exception as exc:  # a crash is a result to report, not a reason to stop measuring
+        print(f"    {'platform, ' + how:<68} crash: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        return None
+    seconds = time.perf_counter() - started
+    if not quiet:
         evaluation = identity_evaluate(truth_path=truth, show=0)
         pairs, bcubed = evaluation.pairs, evaluation.bcubed
         print(f"    {'platform, ' + how:<68} pairs P {pairs.precision:.4f}  R {pairs.recall:.4f}  F1 {pairs.f1:.4f}  "
               f"| B-cubed F1 {bcubed.f1:.4f} | exact clusters F1 {evaluation.clusters.f1:.4f} "
               f"| {evaluation.records:,} records, {evaluation.entities:,} people, {evaluation.profiles:,} profiles, "
               f"{seconds:.1f}s")
+    return _partition()
+
+
+def _partition() -> set[frozenset]:
+    from profiles.models import SourceRecord
+
+    groups: dict[int, set] = {}
+    for profile_id, source, key in SourceRecord.objects.values_list("profile_id", "source__code", "customer_key"):
+        groups.setdefault(profile_id, set()).add((source, key))
+    return {frozenset(group) for group in groups.values()}
+
+
+def _difference(a: set[frozenset], b: set[frozenset] | None) -> str:
+    if b is None:
+        return "crashed"
+    return "identical" if a == b else f"{len(a - b):,} profiles of {len(a):,} differ"
 
 
 if __name__ == "__main__":
