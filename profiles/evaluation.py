@@ -15,6 +15,7 @@ number of pairs:
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,8 +132,8 @@ def read_truth(path: Path | str) -> pa.Table:
     """The truth file's three columns as trimmed strings; a clear error for anything else."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8-sig") as fh:
-            header = [name.strip() for name in fh.readline().split(",")]
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            header = [name.strip() for name in next(csv.reader([fh.readline()]), [])]
     except FileNotFoundError:
         raise IdentityTruthError(f"{path}: no such file") from None
     except UnicodeDecodeError:
@@ -265,10 +266,10 @@ def _evidence(record_ids: list[int]) -> list[tuple[int, int, str, str]]:
         f"AND y.record_id > x.record_id JOIN {MatchRule._meta.db_table} m ON m.id = x.rule_id "
         f"WHERE x.record_id IN ({marks}) AND y.record_id IN ({marks}) ORDER BY m.priority, 1, 2",
         record_ids * 2)]
-    for model, kind in ((RecordLink, None), (PossibleDuplicate, "possible duplicate")):
-        for link in model.objects.filter(record_a_id__in=record_ids, record_b_id__in=record_ids).order_by("pk"):
-            found.append((link.record_a_id, link.record_b_id,
-                          kind and f"{kind} ({link.status})" or link.kind, _describe(link)))
+    for link in RecordLink.objects.filter(record_a_id__in=record_ids, record_b_id__in=record_ids).order_by("pk"):
+        found.append((link.record_a_id, link.record_b_id, link.kind, _describe(link)))
+    for pair in PossibleDuplicate.objects.filter(record_a_id__in=record_ids, record_b_id__in=record_ids).order_by("pk"):
+        found.append((pair.record_a_id, pair.record_b_id, f"possible duplicate ({pair.status})", _describe(pair)))
     return found
 
 

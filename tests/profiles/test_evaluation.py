@@ -97,3 +97,19 @@ def test_a_bad_truth_file_gives_a_clear_error(tmp_path, text, message):
 def test_a_missing_truth_file_gives_a_clear_error(tmp_path):
     with pytest.raises(CommandError, match="no such file"):
         call_command("evaluate_identity", str(tmp_path / "absent.csv"))
+
+
+def test_a_record_not_resolved_yet_counts_as_a_profile_of_its_own(resolved, write_feed, tmp_path):
+    # Given C4's card record, loaded after the resolution
+    later = [customer("K4", full_name="赵强", birth_date="1970-03-03")]
+    assert feed_load(source="card", path=write_feed(later)).status == "succeeded"
+
+    evaluation = identity_evaluate(
+        truth_path=truth_file(tmp_path, "source,customer_key,entity\ncore,C4,e\ncard,K4,e\n"), show=5)
+
+    # Then it is scored apart from C4: one missed pair, nothing linked
+    assert (evaluation.records, evaluation.unresolved, evaluation.profiles) == (2, 1, 2)
+    assert (evaluation.right_pairs, evaluation.predicted_pairs, evaluation.true_pairs) == (0, 0, 1)
+    assert (evaluation.pairs.precision, evaluation.pairs.recall) == (1.0, 0.0)
+    missed, = evaluation.missed
+    assert sorted(profile for _, _, profile in missed.records)[-1] == "unresolved"
