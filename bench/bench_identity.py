@@ -1,11 +1,14 @@
 """Benchmark: load and resolve the three customer feeds on PostgreSQL, then reload them; print rates, the plain
-COPY rate for the same files, and precision/recall against the generator's ground truth.
+COPY rate for the same files, and precision/recall against the generator's ground truth; then the quality on data
+the generator's default mode does not make (bench/bench_quality.py: FEBRL sets 1 and 2, the generator's hard mode).
 
-    .venv/bin/python bench/bench_identity.py --customers 1000000
+    .venv/bin/python bench/bench_identity.py --customers 1000000 [--no-quality]
 
-It uses its own database (default cdp_bench on the local server; dropped and created again).
+It uses its own databases (default cdp_bench, and cdp_bench_quality for the quality runs, on the local server;
+dropped and created again).
 """
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +28,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / "var" / "bench"))
     parser.add_argument("--server", default=SERVER)
     parser.add_argument("--database", default="cdp_bench")
+    parser.add_argument("--no-quality", action="store_true", help="skip the quality on FEBRL and the hard mode")
+    parser.add_argument("--hard-customers", type=int, default=5000, help="people in the hard mode's quality run")
     args = parser.parse_args()
 
     fresh_database(args.database, args.server)
@@ -72,6 +77,8 @@ def main() -> None:
           f"(records resolved: {report.records_resolved}); ratio to plain COPY: {again / copy_seconds:.2f}x")
 
     _print_quality(connection, data / "ground_truth.csv")
+    if not args.no_quality:
+        _print_other_quality(args)
 
 
 def _count_rows(path: Path) -> int:
@@ -128,6 +135,17 @@ def _print_quality(connection, truth: Path) -> None:
           f"({int(true_pos):,} right of {int(predicted):,} linked, {int(actual):,} true pairs)")
     print(f"clusters: precision {exact / profiles:.4f}  recall {exact / persons:.4f}  "
           f"({exact:,} exact; {profiles:,} profiles, {persons:,} people)")
+
+
+def _print_other_quality(args) -> None:
+    """bench/bench_quality.py in a process of its own (it works in databases of its own); its log goes to a file."""
+    log = Path(args.data) / "quality.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"quality on data the default generator does not make (log: {log}):", flush=True)
+    with open(log, "w") as fh:
+        subprocess.run([sys.executable, str(ROOT / "bench" / "bench_quality.py"), "--server", args.server,
+                        "--hard-customers", str(args.hard_customers), "--seed", str(args.seed)],
+                       stderr=fh, check=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Synthetic customer feeds for three bank source systems, with the ground truth of who is who.
 
-`generate_sample_feeds(out_dir, customers, seed)` writes, for `customers` people:
+`generate_sample_feeds(out_dir, customers, seed, mode=...)` writes, for `customers` people:
 
 - ``core_customers.csv``   core banking customer master, keyed by the core system's own ``CUST_NO``;
 - ``card_customers.csv``   credit-card system (``family_name``/``given_name``, ``core_cif``, ``pan`` ...);
@@ -55,6 +55,23 @@ Hard cases (per card / wealth record)
     the probabilistic tier. ``unlinkable`` 0.002: only the name (pinyin in cards, a typo in wealth) and
     the birth date remain (no core_cif, id, phone or email, an old address): genuinely hard.
 
+Hard mode (``mode="hard"``: `HARD_RATES` and `HardRates`)
+-------------------------------------------------------
+Closer to real bank files. More households (``household_member`` 0.15), sharing the phone (0.60) and the e-mail
+(0.50) more often: parents and grown-up children, spouses. ``twins`` 0.02: the next person is a twin of the one
+before (same family name, birth date, address, phone and e-mail; another given name and id number).
+``no_common_identifiers`` 0.30 of people with more than one record share no CIF, id number, phone or e-mail
+between their core record and the others: ``legacy_id_on_core`` 0.70 of those born before 1982 have the
+15-digit id in core and its 18-digit form in one other system; the others have no id or a mistyped one; a
+passport holder's other record has a renewed passport (another number); one other record may have the old
+phone, the rest none; an e-mail elsewhere is another address or missing. Their non-core records also carry
+errors: ``pinyin`` 0.60 of Chinese names in pinyin (pypinyin, upper or capitalised), ``name_typo`` 0.30,
+``birth_date_error`` 0.15 (day and month transposed, the year one off, or missing), ``address_variant`` 0.40
+(with the city, without the district, "6-2-704" for "6栋2单元704", full-width digits), ``missing_address`` 0.10
+(and half of those no postcode). The truth is ``truth.csv``, ``source,customer_key,entity``, the format
+`evaluate_identity` reads; the guarantees below hold for the other people only (twins break the second one on
+purpose).
+
 Guarantees
 ----------
 - Every other card / wealth / duplicate core record of a person is connected to the person's core record
@@ -75,11 +92,14 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
+
+from pypinyin import Style, lazy_pinyin
 
 __all__ = [
     "CARD_FILE", "CARD_HEADER", "CORE_FILE", "CORE_HEADER", "FeedRates", "GROUND_TRUTH_FILE",
-    "GROUND_TRUTH_HEADER", "ID_TYPE_CN", "ID_TYPE_PASSPORT", "PLACEHOLDER_EMAIL", "PLACEHOLDER_ID",
+    "GROUND_TRUTH_HEADER", "HARD_RATES", "HARD_TRUTH_FILE", "HARD_TRUTH_HEADER", "HardRates", "MODES", "ID_TYPE_CN", "ID_TYPE_PASSPORT", "PLACEHOLDER_EMAIL", "PLACEHOLDER_ID",
     "PLACEHOLDER_PHONE", "SOURCE_CARD", "SOURCE_CORE", "SOURCE_WEALTH", "WEALTH_FILE", "WEALTH_HEADER",
     "cn_id_check_char", "generate_sample_feeds", "is_valid_cn_id", "luhn_check_digit", "luhn_valid",
 ]
@@ -126,6 +146,7 @@ class FeedRates:
 
 
 DEFAULT_RATES = FeedRates()
+MODES = ("default", "hard")
 
 SOURCE_CORE, SOURCE_CARD, SOURCE_WEALTH = "core", "card", "wealth"
 CORE_FILE, CARD_FILE, WEALTH_FILE = "core_customers.csv", "card_customers.csv", "wealth_customers.csv"
@@ -473,6 +494,8 @@ class _Household:
 
 
 class _Generator:
+    truth_file, truth_header = GROUND_TRUTH_FILE, GROUND_TRUTH_HEADER
+
     def __init__(self, customers: int, seed: int, rates: FeedRates):
         self.n = customers
         self.rates = rates
@@ -930,7 +953,7 @@ class _Generator:
 
     def run(self, out_dir: Path) -> dict[str, int]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        counts = {CORE_FILE: 0, CARD_FILE: 0, WEALTH_FILE: 0, GROUND_TRUTH_FILE: 0}
+        counts = {CORE_FILE: 0, CARD_FILE: 0, WEALTH_FILE: 0, self.truth_file: 0}
         rnd, pick = self.rnd, self.pick
         files = {name: open(out_dir / name, "w", encoding="utf-8", newline="", buffering=1 << 20)
                  for name in counts}
@@ -939,9 +962,9 @@ class _Generator:
             writers[CORE_FILE].writerow(CORE_HEADER)
             writers[CARD_FILE].writerow(CARD_HEADER)
             writers[WEALTH_FILE].writerow(WEALTH_HEADER)
-            writers[GROUND_TRUTH_FILE].writerow(GROUND_TRUTH_HEADER)
+            writers[self.truth_file].writerow(self.truth_header)
             core_w, card_w, wealth_w, truth_w = (writers[CORE_FILE].writerow, writers[CARD_FILE].writerow,
-                                                 writers[WEALTH_FILE].writerow, writers[GROUND_TRUTH_FILE].writerow)
+                                                 writers[WEALTH_FILE].writerow, writers[self.truth_file].writerow)
             for index in range(self.n):
                 for _attempt in range(25):
                     p = self._new_person(index)
@@ -962,8 +985,9 @@ class _Generator:
                         self.stats["unlinkable"] += 1
                     addr = rec["addr"]
                     city = _CITY_SHORT[addr.city] if rec["short_city"] else addr.city
+                    line = rec["address_text"] if "address_text" in rec else addr.line(rec["with_city"])
                     common = (rec["bd"] and ("M" if p.male else "F"), rec["bd"], rec["id_type"], rec["id_number"],
-                              rec["phone"], rec["email"], addr.line(rec["with_city"]), city, addr.postcode)
+                              rec["phone"], rec["email"], line, city, rec.get("postcode", addr.postcode))
                     if source == SOURCE_CORE:
                         core_w((rec["key"], _full_name(rec), *common, rec["updated_at"]))
                         if rec.get("legacy"):
@@ -989,7 +1013,7 @@ class _Generator:
                         self.next_wealth += 1 + (rnd() < 0.1)
                         counts[WEALTH_FILE] += 1
                     truth_w((source, rec["key"], p.pid))
-                    counts[GROUND_TRUTH_FILE] += 1
+                    counts[self.truth_file] += 1
         finally:
             for fh in files.values():
                 fh.close()
@@ -1014,6 +1038,174 @@ class _Generator:
         else:
             self.households[self.household_cursor] = h
             self.household_cursor = (self.household_cursor + 1) % 4096
+
+
+@dataclass(frozen=True)
+class HardRates:
+    """The hard mode's own rates; see the module docstring."""
+
+    no_common_identifiers: float = 0.30
+    twins: float = 0.02
+    legacy_id_on_core: float = 0.70
+    pinyin: float = 0.60
+    name_typo: float = 0.30
+    birth_date_error: float = 0.15
+    address_variant: float = 0.40
+    missing_address: float = 0.10
+
+
+# Hard mode: more households, sharing their contact data more often; more passports and legacy CIFs.
+HARD_RATES = FeedRates(household_member=0.15, household_shares_phone=0.60, household_shares_email=0.50,
+                       passport_holder=0.06, duplicate_core_cif=0.04, name_typo=0.05, transposed_birth_date=0.02)
+HARD_TRUTH_FILE = "truth.csv"
+HARD_TRUTH_HEADER = ("source", "customer_key", "entity")
+_ESTATE_BLOCK = re.compile(r"(\d+)(?:号楼|栋)(\d+)单元(\d+)")
+
+
+@lru_cache(maxsize=4096)
+def _pinyin(text: str) -> str:
+    """Toneless pinyin of Chinese characters, as pypinyin (the platform's transliteration library) writes it."""
+    return "".join(lazy_pinyin(text, style=Style.NORMAL))
+
+
+class _HardGenerator(_Generator):
+    """The default generator plus people who share no identifier across systems and carry the errors of real
+    files, and twins who share everything but their given name and id number."""
+
+    truth_file, truth_header = HARD_TRUTH_FILE, HARD_TRUTH_HEADER
+
+    def __init__(self, customers: int, seed: int, rates: FeedRates, hard: HardRates = HardRates()):
+        super().__init__(customers, seed, rates)
+        self.hard = hard
+        self.stats.update(no_common_identifiers=0, twins=0)
+        self._previous: _Person | None = None
+        self._twin = self._no_common = False
+
+    def _new_person(self, index: int) -> _Person:
+        p = super()._new_person(index)
+        sibling = self._previous
+        self._twin = (sibling is not None and sibling.cjk and sibling.head is None and p.head is None
+                      and self.rnd() < self.hard.twins)
+        if self._twin:
+            self._make_twin(p, sibling)
+        return p
+
+    def _make_twin(self, p: _Person, sibling: _Person) -> None:
+        """Same family name, birth date, address, phone and e-mail as the person before; another given name."""
+        rnd, pick = self.rnd, self.pick
+        while True:
+            chars = _MALE_CHAR_LIST if p.male else _FEMALE_CHAR_LIST
+            given = pick(_MALE_WHOLE if p.male else _FEMALE_WHOLE) if rnd() < 0.55 else pick(chars) + pick(chars)
+            if name_key(given) != name_key(sibling.given):
+                break
+        table = MALE_CHARS if p.male else FEMALE_CHARS
+        p.family, p.family_latin, p.given = sibling.family, sibling.family_latin, given
+        p.given_latin = tuple(table.get(ch) or MALE_CHARS.get(ch) or FEMALE_CHARS[ch] for ch in given)
+        p.cjk, p.bd, p.address, p.phone, p.email = True, sibling.bd, sibling.address, sibling.phone, sibling.email
+        p.email_is_family = True
+        region = sibling.id_number[:6] if sibling.id_type == ID_TYPE_CN else pick(RURAL_REGION_CODES)
+        p.id_type, p.id_number = ID_TYPE_CN, self._cn_id(region, p.bd, p.male)
+        p.legacy_id = p.id_number[:6] + p.id_number[8:17] if p.bd < date(1982, 1, 1).toordinal() else None
+
+    def _person_records(self, p: _Person) -> list[dict]:
+        self._no_common = self.rnd() < self.hard.no_common_identifiers
+        recs = super()._person_records(p)
+        if self._no_common and len(recs) > 1:
+            for rec in recs[1:]:
+                rec["hard"] = "no common identifier"
+            self._share_nothing(p, recs)
+            for rec in recs[1:]:
+                self._real_errors(p, rec)
+                rec["nk"] = name_key(rec["family"] + rec["given"])
+        return recs
+
+    def _connect(self, recs: list[dict]) -> None:
+        if not self._no_common:
+            super()._connect(recs)
+
+    def _commit_keys(self, p: _Person, recs: list[dict]) -> bool:
+        if not self._twin:
+            return super()._commit_keys(p, recs)
+        # Twins share the phone + birth date key on purpose: it is what a naive rule would merge them on.
+        for key in dict.fromkeys(k for rec in recs for k in _rule_keys(rec)):
+            self.seen.add_key(key)
+        return True
+
+    def _remember_household(self, p: _Person) -> None:
+        super()._remember_household(p)
+        self._previous = p
+        self.stats["twins"] += self._twin
+        self.stats["no_common_identifiers"] += self._no_common
+
+    def _share_nothing(self, p: _Person, recs: list[dict]) -> None:
+        """No CIF, id number, phone or e-mail in common between the core record and the others."""
+        rnd, pick = self.rnd, self.pick
+        core, others = recs[0], recs[1:]
+        keep_id = None
+        if p.id_type == ID_TYPE_CN and p.legacy_id and rnd() < self.hard.legacy_id_on_core:
+            # An old core record holds the 15-digit id; one other system has the 18-digit form of it.
+            core["id_number"], core["id_usable"] = p.legacy_id, None
+            keep_id = pick(others)
+        renewed = p.id_number[0] + f"{self.passport_perm((p.index + self.n) % 10**8):08d}"
+        for k, rec in enumerate(others):
+            rec["cif"] = ""
+            if p.id_type == ID_TYPE_PASSPORT and k == 0:
+                rec.update(id_type=ID_TYPE_PASSPORT, id_number=renewed, id_usable=f"{ID_TYPE_PASSPORT}|{renewed}")
+            elif p.id_type == ID_TYPE_CN and rec is keep_id:
+                rec.update(id_type=ID_TYPE_CN, id_number=p.id_number, id_usable=None)
+            elif p.id_type == ID_TYPE_CN and rnd() < 0.5:
+                number = p.id_number
+                spot = int(rnd() * 17)
+                digit = str((int(number[spot]) + 1 + int(rnd() * 9)) % 10)
+                rec.update(id_type=ID_TYPE_CN, id_number=number[:spot] + digit + number[spot + 1:], id_usable=None)
+            else:
+                self._set_id_missing(rec)
+            if k == 0 and rnd() < 0.6:
+                rec["phone_n"] = p.old_phone
+                rec["phone"] = self._format_phone(p.old_phone, rec["source"])
+            else:
+                self._set_phone_missing(rec)
+            email = self._email(p) if rnd() < 0.4 else None
+            if email is None or email == p.email:
+                rec["email"], rec["email_n"] = "", None
+            else:
+                rec["email"] = rec["email_n"] = email
+
+    def _real_errors(self, p: _Person, rec: dict) -> None:
+        """Pinyin for Chinese characters, name typos, birth-date slips, addresses written another way, gaps."""
+        rnd, h = self.rnd, self.hard
+        if p.cjk and not rec["latin"] and rnd() < h.pinyin:
+            family, given = _pinyin(rec["family"]), _pinyin(rec["given"])
+            upper = rnd() < 0.5
+            rec.update(family=family.upper() if upper else family.capitalize(),
+                       given=given.upper() if upper else given.capitalize(), latin=True)
+        if rnd() < h.name_typo:
+            self._typo(rec)
+        if rec["bd"] and rnd() < h.birth_date_error:
+            bd, u = rec["bd"], rnd()
+            if u < 0.4 and bd[8:10] <= "12" and bd[8:10] != bd[5:7]:
+                rec["bd"] = f"{bd[:4]}-{bd[8:10]}-{bd[5:7]}"
+            elif u < 0.8 and bd[5:10] != "02-29":
+                rec["bd"] = f"{int(bd[:4]) + (1 if rnd() < 0.5 else -1)}{bd[4:]}"
+            else:
+                rec["bd"] = ""
+        u = rnd()
+        if u < h.missing_address:
+            rec["address_text"] = ""
+            if rnd() < 0.5:
+                rec["postcode"] = ""
+        elif u < h.missing_address + h.address_variant:
+            rec["address_text"] = self._address_variant(rec["addr"])
+
+    def _address_variant(self, address: _Address) -> str:
+        u = self.rnd()
+        if u < 0.3:
+            return address.city + address.district + address.street_part
+        if u < 0.55:
+            return address.street_part
+        if u < 0.8 and _ESTATE_BLOCK.search(address.street_part):
+            return address.district + _ESTATE_BLOCK.sub(r"\1-\2-\3", address.street_part)
+        return address.line().translate(_FULL_WIDTH)
 
 
 def _city_index(city: str, _cache: dict = {}) -> int:  # noqa: B006 - a module-lifetime lookup cache
@@ -1076,8 +1268,8 @@ def _connected_to_first(keysets: list[list[str]]) -> list[bool]:
     return [find(i) == root for i in range(len(keysets))]
 
 
-def generate_sample_feeds(out_dir: Path | str, customers: int, seed: int, rates: FeedRates = DEFAULT_RATES,
-                          stats: dict | None = None) -> dict[str, int]:
+def generate_sample_feeds(out_dir: Path | str, customers: int, seed: int, rates: FeedRates | None = None,
+                          stats: dict | None = None, *, mode: str = "default") -> dict[str, int]:
     """Write the three source feeds and the ground truth for `customers` people; return rows per file.
 
     `stats`, when given, is filled with counts of the deliberate cases (people regenerated after a key
@@ -1085,7 +1277,12 @@ def generate_sample_feeds(out_dir: Path | str, customers: int, seed: int, rates:
     """
     if customers < 0:
         raise ValueError("customers must be >= 0")
-    generator = _Generator(customers, seed, rates)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if mode == "hard":
+        generator = _HardGenerator(customers, seed, rates or HARD_RATES)
+    else:
+        generator = _Generator(customers, seed, rates or DEFAULT_RATES)
     counts = generator.run(Path(out_dir))
     if stats is not None:
         stats.update(generator.stats)
