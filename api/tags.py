@@ -2,16 +2,20 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
 
 from segments.services import tag_definition_delete, tag_definition_save
 from tags.models import TagDefinition
 
 from .models import Scope
+from .segments.serializers import RuleField, RuleJSONParser
 
 _CODE = OpenApiParameter("code", OpenApiTypes.STR, OpenApiParameter.PATH)
 
 
 class TagDefinitionSerializer(serializers.ModelSerializer):
+    rule = RuleField(required=False, allow_null=True)
+
     class Meta:
         model = TagDefinition
         fields = ["code", "name", "category", "description", "kind", "rule", "last_refreshed_at", "last_error"]
@@ -34,6 +38,7 @@ class TagDefinitionViewSet(viewsets.ModelViewSet):
     lookup_field = "code"
     lookup_value_regex = "[A-Za-z0-9_-]+"
     filterset_fields = ["kind", "category"]
+    parser_classes = [RuleJSONParser, FormParser, MultiPartParser]
     # Tags are what segments are built from: the segment scopes govern them.
     required_scopes = {"list": Scope.SEGMENTS_READ.value, "retrieve": Scope.SEGMENTS_READ.value,
                        "create": Scope.SEGMENTS_WRITE.value, "update": Scope.SEGMENTS_WRITE.value,

@@ -9,7 +9,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -47,13 +47,6 @@ def _save(segment: Segment) -> Segment:
         raise ValidationError({"detail": [str(exc)]}) from None
 
 
-class RuleJSONParser(JSONParser):
-    """JSON that may hold NaN or Infinity, as Python's parser reads it: in a rule, the rule language refuses such a
-    value with the path of its node (a 400 like any bad rule) instead of the parser refusing the whole body."""
-
-    strict = False
-
-
 class _Echo:
     """A file-like object whose write returns the line: csv.writer then yields rows for a streaming response."""
 
@@ -77,7 +70,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     lookup_field = "slug"
     lookup_value_regex = "[A-Za-z0-9_-]+"
     filterset_fields = ["status", "kind"]
-    parser_classes = [RuleJSONParser, FormParser, MultiPartParser]
+    parser_classes = [s.RuleJSONParser, FormParser, MultiPartParser]
     required_scopes = {
         "list": READ, "retrieve": READ, "create": WRITE, "update": WRITE, "partial_update": WRITE,
         "destroy": WRITE, "catalogue": READ, "activity_catalogue": READ, "preview": READ, "diff": READ, "explain": READ, "refresh": WRITE,

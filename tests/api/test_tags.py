@@ -74,3 +74,11 @@ def test_put_replaces_a_tag_definition_and_validates_a_rule(api_client):
                                                 "rule": beijing}, format="json")
     assert as_manual.status_code == 200 and as_manual.json()["rule"] is None  # only rule tags keep a rule
     assert TagDefinition.objects.get(code="sh").kind == "manual"
+
+
+@pytest.mark.parametrize("value, path", [("NaN", "all[0].value"), ("1e999", "all[0].value")])
+def test_a_rule_tag_with_a_value_no_number_can_hold_is_refused_naming_the_node(api_client, value, path):
+    raw = '{"code": "x", "name": "X", "kind": "rule", "rule": {"all": [{"field": "age", "op": "gt", "value": %s}]}}'
+    response = api_client(scopes=WRITE).post("/api/v1/tags/", raw % value, content_type="application/json")
+    assert response.status_code == 400 and response.json()["details"]["path"] == path
+    assert not TagDefinition.objects.exists()
