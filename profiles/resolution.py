@@ -241,6 +241,26 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
     return report
 
 
+class ModelTrainingError(Exception):
+    """A model was asked for that the records cannot give."""
+
+
+def identity_model_train() -> ProbabilisticModel:
+    """Estimate a model from every record now (on demand) and store it: later resolutions score with it (records
+    already linked keep their links until re-scored: `identity_resolve(full=True, train=True)` does both)."""
+    records = _fetch_records("1 = 1")
+    if records.num_rows < identity_model.MIN_RECORDS_FOR_MODEL:
+        raise ModelTrainingError(f"{records.num_rows} records are too few to estimate a model "
+                                 f"(at least {identity_model.MIN_RECORDS_FOR_MODEL})")
+    universe = _universe_of_fetched(records, np.empty(0, dtype=np.int64), everything=True)
+    estimate = identity_model.model_estimate(universe)
+    stored = identity_model.model_latest()
+    if (estimate.kind == ProbabilisticModel.Kind.PRIOR and stored is not None
+            and stored.kind == ProbabilisticModel.Kind.TRAINED):
+        raise ModelTrainingError(f"too few related records to train a model; {stored} stays in use")
+    return identity_model.model_store(estimate, reason=ProbabilisticModel.Reason.ON_DEMAND, records=records)
+
+
 def _mark_batches_resolved(report: ResolutionReport) -> None:
     """The customer batches loaded since the last resolution name this one's model (their report says which
     model scored their records)."""
@@ -579,7 +599,10 @@ def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everythin
             values = pc.unique(of_candidates.column(col)).drop_null()
             keep = pc.or_(keep, pc.is_in(records.column(col), value_set=values))
         records, is_candidate = records.filter(keep), is_candidate.filter(keep)
-    cluster = pc.coalesce(records.column("profile_id"), pc.negate(records.column("id")))
+    # A candidate is its own cluster: it shares a profile with a record only through probabilistic links, which
+    # are scored again now, so every pair of it is scored.
+    own = pc.negate(records.column("id"))
+    cluster = pc.if_else(is_candidate, own, pc.coalesce(records.column("profile_id"), own))
     return pa.Table.from_arrays(
         [records.column("id"), cluster, is_candidate,
          *(records.column(name) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender"))],
@@ -594,7 +617,8 @@ def _probabilistic_universe() -> pa.Table:
         for col in _BLOCKING_COLUMNS
     )
     return sql.fetch_arrow(
-        f"SELECT r.id, COALESCE(r.profile_id, -r.id), "
+        f"SELECT r.id, CASE WHEN r.id IN (SELECT record_id FROM resolve_candidates) THEN -r.id "
+        f"ELSE COALESCE(r.profile_id, -r.id) END, "
         f"r.id IN (SELECT record_id FROM resolve_candidates), "
         f"r.name_key, CAST(r.birth_date AS TEXT), r.phone, r.email, r.postcode, r.city, r.gender "
         f"FROM {T_RECORD} r WHERE {where}",
