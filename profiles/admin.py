@@ -296,19 +296,19 @@ class ProbabilisticModelAdmin(ReadOnlyAdmin):
     def parameters_chart(self, obj):
         rows = []
         for comparison in probabilistic_model_comparisons(model=obj):
-            rows.append(format_html('<tr><th colspan="5" title="{}">{}</th></tr>',
+            rows.append(format_html('<tr><th colspan="6" title="{}">{}</th></tr>',
                                     comparison.description, comparison.name))
             for level in comparison.levels:
                 weight = level.match_weight
                 rows.append(format_html(
                     '<tr class="model-level" data-comparison="{}"><td>{}{}</td><td class="m">{}</td>'
-                    '<td class="u">{}</td><td class="weight">{}</td><td>{}</td></tr>',
+                    '<td class="u">{}</td><td class="weight">{}</td><td>{}</td><td class="notes">{}</td></tr>',
                     comparison.name, level.label, " (term-frequency adjusted)" if level.term_frequency_adjusted else "",
                     "—" if level.m is None else f"{level.m:.4g}", "—" if level.u is None else f"{level.u:.4g}",
-                    "—" if weight is None else f"{weight:+.2f}", _weight_bar(weight),
+                    "—" if weight is None else f"{weight:+.2f}", _weight_bar(weight), "; ".join(level.notes),
                 ))
         return format_html(
             '<table class="model-chart"><thead><tr><th>level</th><th>m</th><th>u</th><th>weight</th>'
-            '<th>-{} … 0 … +{} bits</th></tr></thead><tbody>{}</tbody></table>',
+            '<th>-{} … 0 … +{} bits</th><th>not estimated from the records</th></tr></thead><tbody>{}</tbody></table>',
             _BAR_MAX_BITS, _BAR_MAX_BITS, format_html_join("", "{}", ((row,) for row in rows)),
         )

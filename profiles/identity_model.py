@@ -90,23 +90,24 @@ def model_latest() -> ProbabilisticModel | None:
 
 def model_choice(*, train: bool | None) -> ModelChoice:
     """`train`: True estimates a new model (on demand), False never does unless there is none, None by the rule
-    in the module docstring. With no model and fewer than `MIN_RECORDS_FOR_MODEL` records, none is estimated and
-    the tier does not run."""
+    in the module docstring. With fewer than `MIN_RECORDS_FOR_MODEL` records none is estimated (and without a
+    stored model the tier does not run)."""
     stored = model_latest()
-    if stored is None:
-        if SourceRecord.objects.count() < MIN_RECORDS_FOR_MODEL:
-            return ModelChoice(None, None)
-        return ModelChoice(None, ProbabilisticModel.Reason.FIRST_LOAD)
-    if train is True:
-        return ModelChoice(stored, ProbabilisticModel.Reason.ON_DEMAND)
-    if train is False:
+    if train is False and stored is not None:
         return ModelChoice(stored, None)
+    records = SourceRecord.objects.count()
+    if records < MIN_RECORDS_FOR_MODEL:
+        return ModelChoice(stored, None)
+    if stored is None:
+        return ModelChoice(None, ProbabilisticModel.Reason.FIRST_LOAD)
+    if train:
+        return ModelChoice(stored, ProbabilisticModel.Reason.ON_DEMAND)
     seen = set(stored.training_data.get("sources", {}))
     present = set(Source.objects.filter(Exists(SourceRecord.objects.filter(source_id=OuterRef("pk"))))
                   .values_list("code", flat=True))
     if present - seen:
         return ModelChoice(stored, ProbabilisticModel.Reason.NEW_SOURCE)
-    if SourceRecord.objects.count() >= (1 + RETRAIN_GROWTH) * stored.trained_on_records:
+    if records >= (1 + RETRAIN_GROWTH) * stored.trained_on_records:
         return ModelChoice(stored, ProbabilisticModel.Reason.NEW_DATA)
     return ModelChoice(stored, None)
 

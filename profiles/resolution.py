@@ -519,7 +519,7 @@ def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, recor
         report.model_note = ProbabilisticModel.Reason(choice.train_reason).label
     elif choice.stored is None:
         report.model_note = f"no model: fewer than {identity_model.MIN_RECORDS_FOR_MODEL} records"
-    if not (len(candidates) or trains) or not (trains or choice.stored):
+    if not trains and (choice.stored is None or not len(candidates)):
         sql.drop_temp_table("resolve_candidates")
         return None
     # A model is estimated from every record (a run that estimates one resolves them all); scoring needs only the

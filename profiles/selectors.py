@@ -207,6 +207,7 @@ class ModelLevel:
     m: float | None
     u: float | None
     term_frequency_adjusted: bool
+    notes: tuple[str, ...]  # where m or u did not come from this model's estimation: "m: prior", "u: default"
 
     @property
     def match_weight(self) -> float | None:
@@ -224,14 +225,24 @@ class ModelComparison:
 def probabilistic_model_comparisons(*, model: ProbabilisticModel) -> list[ModelComparison]:
     """A stored model's comparisons, each with its levels (the null level excepted, which weighs nothing) in the
     order the model tries them, read from whatever comparisons the model holds."""
+    training = model.parameters.get("training", {})
+    # Entries such as "phone exact: u": the training never observed the level, a default value stands in.
+    not_estimated = set(training.get("not_estimated", []))
+    m_from_prior = set(training.get("m_from_prior", []))
     comparisons = []
     for comparison in model.parameters.get("splink_settings", {}).get("comparisons", []):
-        levels = [
-            ModelLevel(label=level.get("label_for_charts") or level.get("sql_condition", "?"),
-                       m=level.get("m_probability"), u=level.get("u_probability"),
-                       term_frequency_adjusted=bool(level.get("tf_adjustment_column")))
-            for level in comparison.get("comparison_levels", []) if not level.get("is_null_level")
-        ]
-        comparisons.append(ModelComparison(name=comparison.get("output_column_name", "?"),
-                                           description=comparison.get("comparison_description", ""), levels=levels))
+        name = comparison.get("output_column_name", "?")
+        levels = []
+        for level in comparison.get("comparison_levels", []):
+            if level.get("is_null_level"):
+                continue
+            label = level.get("label_for_charts") or level.get("sql_condition", "?")
+            notes = tuple(f"{p}: default (never observed)" for p in ("m", "u")
+                          if f"{name} {label}: {p}" in not_estimated)
+            if training.get("prior") or name in m_from_prior:
+                notes = ("m: prior", *notes)
+            levels.append(ModelLevel(label=label, m=level.get("m_probability"), u=level.get("u_probability"),
+                                     term_frequency_adjusted=bool(level.get("tf_adjustment_column")), notes=notes))
+        comparisons.append(ModelComparison(name=name, description=comparison.get("comparison_description", ""),
+                                           levels=levels))
     return comparisons
