@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from profiles import identity_model
 from profiles.feeds import feed_load
@@ -210,3 +210,10 @@ def test_the_admin_page_of_a_model_shows_m_u_and_match_weight_of_every_level(wri
         assert float(weight) == pytest.approx(math.log2(exp_m / exp_u), abs=0.006)
     assert f"core: {len(rows)} (batch" in text
     assert admin_client.post(f"/admin/profiles/probabilisticmodel/{model.pk}/delete/").status_code == 403
+
+
+def test_train_identity_model_on_too_few_records_says_so_and_stores_nothing(write_feed):
+    load_command(write_feed, "core", febrl_rows("dataset1.csv")[:20])
+    with pytest.raises(CommandError, match="20 records are too few to estimate a model"):
+        call_command("train_identity_model")
+    assert not ProbabilisticModel.objects.exists()
