@@ -156,8 +156,8 @@ class _Touched:
 def identity_resolve(*, full: bool = False, train: bool | None = None) -> ResolutionReport:
     """Resolve every record that a load touched (or all records with `full`) into profiles.
 
-    `train`: True estimates a new probabilistic model, False keeps the stored one, None decides by the rule of
-    identity_model.py. A run that estimates a new model resolves every record: the new model scores them all, so
+    `train`: True estimates a new probabilistic model, False keeps the stored one (estimating one only if there is
+    none), None decides by the rule of identity_model.py. A run that estimates a new model resolves every record: the new model scores them all, so
     loading sources one by one ends in the partition that loading them at once gives."""
     report = ResolutionReport()
     started = time.perf_counter()
