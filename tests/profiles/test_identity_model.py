@@ -135,7 +135,7 @@ def test_records_grown_by_a_fifth_retrain_the_model_and_rescore_every_record(wri
     assert not RecordLink.objects.filter(kind="probabilistic").exclude(evidence__model=retrained.pk).exists()
 
 
-@pytest.mark.django_db(transaction=True)  # clear_loaded_data truncates, which a test's open transaction forbids
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # clear_loaded_data truncates: not in a test transaction
 def test_loading_sources_one_by_one_in_either_order_gives_the_partition_of_loading_them_at_once(write_feed):
     # Duplicates within core and across core and card; card alone is too small to train on.
     rows = febrl_rows("dataset2.csv")
