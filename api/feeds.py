@@ -45,7 +45,9 @@ class FeedBatchSerializer(serializers.ModelSerializer):
     class Meta:
         model = FeedBatch
         fields = ["id", "source", "kind", "file_name", "file_sha256", "status", "error", "rows_read", "rows_created",
-                  "rows_updated", "rows_unchanged", "rows_rejected", "warnings", "started_at", "finished_at"]
+                  "rows_updated", "rows_unchanged", "rows_rejected", "warnings", "started_at", "finished_at",
+                  "resolved_at", "model_use", "scored_by"]
+        extra_kwargs = {"scored_by": {"help_text": "The probabilistic model that scored the resolution after it"}}
 
     def get_file_name(self, batch) -> str:
         return Path(batch.file_name).name

@@ -4,11 +4,11 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .models import (
-    CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate,
+    CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate, ProbabilisticModel,
     ProfileMetrics, RejectedRow, Source, SourceRecord, SuppressedIdentifier,
 )
 from .normalize import mask_email, mask_name, mask_phone
-from .selectors import profile_lineage, profile_timeline
+from .selectors import probabilistic_model_comparisons, profile_lineage, profile_timeline
 from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
 
 MASKERS = {"full_name": mask_name, "family_name": mask_name, "given_name": mask_name, "phone": mask_phone,
@@ -55,7 +55,7 @@ class RejectedRowInline(admin.TabularInline):
 @admin.register(FeedBatch)
 class FeedBatchAdmin(ReadOnlyAdmin):
     list_display = ("id", "source", "kind", "status", "rows_read", "rows_created", "rows_updated", "rows_unchanged",
-                    "rows_rejected", "started_at", "finished_at")
+                    "rows_rejected", "started_at", "finished_at", "model_use", "scored_by")
     list_filter = ("status", "source", "kind")
     readonly_fields = [f.name for f in FeedBatch._meta.fields]
     inlines = [RejectedRowInline]
@@ -233,3 +233,82 @@ class SuppressedIdentifierAdmin(ReadOnlyAdmin):
             return mask_email(obj.value)
         return obj.value[:4] + "…"
     list_select_related = ("source",)
+
+
+# The chart's bars: pixels per bit of match weight, and the weight at which a bar stops growing (drawn open-ended).
+_BAR_PX_PER_BIT = 12
+_BAR_MAX_BITS = 20
+
+
+def _weight_bar(weight: float | None) -> str:
+    """An SVG bar of a match weight around a zero line: right and green for evidence of a match, left and red
+    against."""
+    half = _BAR_PX_PER_BIT * _BAR_MAX_BITS
+    if weight is None:
+        return format_html('<svg width="{}" height="14" role="img" aria-label="no weight"></svg>', 2 * half)
+    length = min(abs(weight), _BAR_MAX_BITS) * _BAR_PX_PER_BIT
+    x = half if weight >= 0 else half - length
+    colour = "#2e7d32" if weight >= 0 else "#c62828"
+    return format_html(
+        '<svg width="{}" height="14" role="img" aria-label="match weight {}">'
+        '<rect x="{}" y="2" width="{}" height="10" fill="{}"/>'
+        '<line x1="{}" y1="0" x2="{}" y2="14" stroke="#555"/></svg>',
+        2 * half, f"{weight:+.2f}", f"{x:.1f}", f"{length:.1f}", colour, half, half,
+    )
+
+
+@admin.register(ProbabilisticModel)
+class ProbabilisticModelAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "reason", "trained_on_records", "training_sources", "warning_count", "created_at")
+    list_filter = ("kind", "reason")
+    fields = ("kind", "reason", "created_at", "trained_on_records", "training_sources", "training_digest",
+              "training_seconds", "prior_match_probability", "parameters_chart", "training_warnings")
+    readonly_fields = fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="records per source (last batch)")
+    def training_sources(self, obj):
+        sources = obj.training_data.get("sources", {})
+        return ", ".join(f"{code}: {s['records']} (batch {s['last_batch']})" for code, s in sources.items()) or "—"
+
+    @admin.display(description="digest of the compared values")
+    def training_digest(self, obj):
+        return obj.training_data.get("digest", "—")
+
+    @admin.display(description="warnings")
+    def warning_count(self, obj):
+        return len(obj.warnings)
+
+    @admin.display(description="probability two random records match (lambda)")
+    def prior_match_probability(self, obj):
+        lam = obj.parameters.get("splink_settings", {}).get("probability_two_random_records_match")
+        return "—" if lam is None else f"{lam:.4g}"
+
+    @admin.display(description="training warnings")
+    def training_warnings(self, obj):
+        if not obj.warnings:
+            return "none"
+        return format_html("<ul>{}</ul>", format_html_join("", "<li>{}</li>", ((w,) for w in obj.warnings)))
+
+    @admin.display(description="m, u and match weight log2(m/u) per comparison level")
+    def parameters_chart(self, obj):
+        rows = []
+        for comparison in probabilistic_model_comparisons(model=obj):
+            rows.append(format_html('<tr><th colspan="6" title="{}">{}</th></tr>',
+                                    comparison.description, comparison.name))
+            for level in comparison.levels:
+                weight = level.match_weight
+                rows.append(format_html(
+                    '<tr class="model-level" data-comparison="{}"><td>{}{}</td><td class="m">{}</td>'
+                    '<td class="u">{}</td><td class="weight">{}</td><td>{}</td><td class="notes">{}</td></tr>',
+                    comparison.name, level.label, " (term-frequency adjusted)" if level.term_frequency_adjusted else "",
+                    "—" if level.m is None else f"{level.m:.4g}", "—" if level.u is None else f"{level.u:.4g}",
+                    "—" if weight is None else f"{weight:+.2f}", _weight_bar(weight), "; ".join(level.notes),
+                ))
+        return format_html(
+            '<table class="model-chart"><thead><tr><th>level</th><th>m</th><th>u</th><th>weight</th>'
+            '<th>-{} … 0 … +{} bits</th><th>not estimated from the records</th></tr></thead><tbody>{}</tbody></table>',
+            _BAR_MAX_BITS, _BAR_MAX_BITS, format_html_join("", "{}", ((row,) for row in rows)),
+        )

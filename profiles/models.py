@@ -78,6 +78,11 @@ class FeedBatch(models.Model):
     warnings = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The identity resolution that first followed the batch, and the probabilistic model it scored with.
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    scored_by = models.ForeignKey("ProbabilisticModel", null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="+")
+    model_use = models.CharField(max_length=8, blank=True, help_text="prior, stored or trained; empty: none scored")
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -357,14 +362,34 @@ class PossibleDuplicate(models.Model):
 
 
 class ProbabilisticModel(models.Model):
-    """Parameters of the probabilistic tier, estimated from the data of one resolution run."""
+    """Parameters of the probabilistic tier and what they were estimated from (see profiles/identity_model.py)."""
+
+    class Kind(models.TextChoices):
+        TRAINED = "trained"  # m estimated by EM from the records
+        PRIOR = "prior"  # no EM possible: documented prior m, lambda and u still from the records
+
+    class Reason(models.TextChoices):
+        FIRST_LOAD = "first_load", "first load (no model yet)"
+        NEW_DATA = "new_data", "records grew by the retraining share since the model"
+        NEW_SOURCE = "new_source", "a source the model never saw"
+        ON_DEMAND = "on_demand", "on demand"
 
     parameters = models.JSONField()
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.TRAINED)
+    reason = models.CharField(max_length=16, choices=Reason.choices, default=Reason.FIRST_LOAD)
     trained_on_records = models.PositiveIntegerField()
+    # {"sources": {code: {"records": n, "last_batch": id}}, "digest": of the records' compared values}
+    training_data = models.JSONField(default=dict, blank=True)
+    # Warnings of the training run, e.g. levels never observed (their m or u is not estimated).
+    warnings = models.JSONField(default=list, blank=True)
+    training_seconds = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} model {self.pk}"
 
 
 class Consent(models.Model):

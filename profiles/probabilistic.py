@@ -42,7 +42,7 @@ import tempfile
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import duckdb
 import numpy as np
@@ -97,6 +97,10 @@ NAME_JARO_WINKLER_THRESHOLDS = (0.92, 0.88, 0.70)
 MAX_TERM_FREQUENCIES = 20_000
 
 
+class TrainingError(ValueError):
+    """The data hold too few related records for expectation maximisation to estimate the m probabilities."""
+
+
 @dataclass(frozen=True)
 class ProbabilisticLink:
     record_a: int  # smaller record_id
@@ -115,6 +119,8 @@ def train_model(
     max_pairs_for_u: int = 1_000_000,
     max_training_records: int | None = 300_000,
     deterministic_recall: float = 0.8,
+    prior_m: Callable[[str, list[str]], list[float]] | None = None,
+    estimate_m: bool = True,
 ) -> dict:
     """Estimate the model from the data being loaded (unsupervised).
 
@@ -123,6 +129,11 @@ def train_model(
     - u: random sampling of `max_pairs_for_u` record pairs (seeded);
     - m: expectation maximisation over the pairs of each of `TRAINING_BLOCKING_RULES`.
     With more than `max_training_records` records, a seeded sample of that many records is used (None: all).
+    When no EM session can run (no related records, e.g. one clean source), `TrainingError` is raised; with
+    `prior_m` the model is returned instead with lambda and u estimated from the data as above and the m of each
+    comparison's levels (null level excepted, in order) from `prior_m(comparison, level labels)`, and
+    `training["prior"]` true. With `prior_m`, a comparison that EM left a level of unestimated takes all its m
+    from `prior_m` too (listed in `training["m_from_prior"]`), rather than scoring that level with m = 1e-6. `estimate_m=False` (too few records for EM to be trusted) goes straight to `prior_m`.
 
     Returns a JSON-serialisable dict: {"format", "splink_version", "splink_settings", "term_frequencies",
     "training"}.
@@ -194,7 +205,7 @@ def train_model(
         con.execute("SET threads = 1")
         sessions = []
         try:
-            for cols in TRAINING_BLOCKING_RULES:
+            for cols in TRAINING_BLOCKING_RULES if estimate_m else ():
                 rule = _block_on(cols)
                 if not _rule_has_pairs(con, rule):
                     log.warning("probabilistic: no record pairs agree on %s; EM session skipped", cols)
@@ -212,8 +223,11 @@ def train_model(
                     log.warning("probabilistic: EM session blocked on %s skipped: %s", cols, exc)
         finally:
             con.execute(f"SET threads = {int(threads)}")
-        if not sessions:
-            raise ValueError("probabilistic: no EM training session could run; too few related records")
+        if not sessions and prior_m is None:
+            raise TrainingError("probabilistic: no EM training session could run; too few related records")
+        m_from_prior = _set_prior_m(linker, prior_m) if prior_m is not None else []
+        if m_from_prior:
+            log.warning("probabilistic: m from the prior (not estimated by EM) for %s", m_from_prior)
 
         splink_settings = linker.misc.save_model_to_json()
         untrained = _complete_parameters(linker, splink_settings)
@@ -238,6 +252,8 @@ def train_model(
             "em_blocking_rules": sessions,
             "u_from_value_counts": u_from_value_counts,
             "not_estimated": untrained,
+            "prior": not sessions,
+            "m_from_prior": m_from_prior,
         },
     }
     if untrained:
@@ -349,6 +365,19 @@ def _rule_has_pairs(con: duckdb.DuckDBPyConnection, rule) -> bool:
     return bool(con.execute(
         f"SELECT 1 FROM cdp_records AS l JOIN cdp_records AS r ON ({sql}) AND l.record_id < r.record_id LIMIT 1"
     ).fetchall())
+
+
+def _set_prior_m(linker, prior_m: Callable[[str, list[str]], list[float]]) -> list[str]:
+    """Set the m of every level of each comparison that has a level whose m EM did not estimate; return those."""
+    replaced = []
+    for cc in linker._settings_obj.comparisons:
+        levels = [cl for cl in cc.comparison_levels if not cl.is_null_level]
+        if all(cl._has_estimated_m_values for cl in levels):
+            continue
+        for cl, m in zip(levels, prior_m(cc.output_column_name, [cl.label_for_charts for cl in levels]), strict=True):
+            cl.m_probability = float(m)
+        replaced.append(cc.output_column_name)
+    return replaced
 
 
 def _exact_u(linker, col: str) -> float | None:

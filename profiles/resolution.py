@@ -39,9 +39,9 @@ from django.utils import timezone
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from . import probabilistic, sql
+from . import identity_model, probabilistic, sql
 from .models import (
-    CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
+    CustomerProfile, DoNotLink, FeedBatch, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
 )
 
@@ -110,6 +110,11 @@ class ResolutionReport:
     possible_duplicates: int = 0
     suppressed_identifiers: int = 0
     constrained_clusters: int = 0
+    # The model that scored the probabilistic tier, and how: "prior", "stored" or "trained" (in this run); why
+    # a model was trained, or why the trained one was kept. None / "": the tier scored nothing.
+    model_id: int | None = None
+    model_use: str = ""
+    model_note: str = ""
     seconds: float = 0.0
     steps: dict = field(default_factory=dict)
 
@@ -117,10 +122,13 @@ class ResolutionReport:
         return asdict(self)
 
     def summary(self) -> str:
+        scored = (f"; scored with {'newly trained' if self.model_use == 'trained' else self.model_use} "
+                  f"model {self.model_id}" + (f" ({self.model_note})" if self.model_note else "")
+                  if self.model_id else "")
         return (
             f"resolved {self.records_resolved} records in {self.seconds}s: {self.profiles_created} new profiles, "
             f"{self.profiles_merged} merged, {self.probabilistic_links} probabilistic links, "
-            f"{self.possible_duplicates} possible duplicates for review"
+            f"{self.possible_duplicates} possible duplicates for review{scored}"
         )
 
 
@@ -146,7 +154,11 @@ class _Touched:
 
 
 def identity_resolve(*, full: bool = False, train: bool | None = None) -> ResolutionReport:
-    """Resolve every record that a load touched (or all records with `full`) into profiles."""
+    """Resolve every record that a load touched (or all records with `full`) into profiles.
+
+    `train`: True estimates a new probabilistic model, False keeps the stored one (estimating one only if there is
+    none), None decides by the rule of identity_model.py. A run that estimates a new model resolves every record: the new model scores them all, so
+    loading sources one by one ends in the partition that loading them at once gives."""
     report = ResolutionReport()
     started = time.perf_counter()
     with transaction.atomic():
@@ -160,8 +172,15 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         timer = _Timer(report)
         # A resolved record has a profile: through the profile index, a first run finds none at once instead of
         # scanning millions of flagged records.
-        touched = _Touched(full or not sql.fetch_all(
-            f"SELECT EXISTS (SELECT 1 FROM {T_RECORD} WHERE profile_id IS NOT NULL AND NOT needs_resolution)")[0][0])
+        first = not sql.fetch_all(
+            f"SELECT EXISTS (SELECT 1 FROM {T_RECORD} WHERE profile_id IS NOT NULL AND NOT needs_resolution)")[0][0]
+        if not (full or first or sql.fetch_all(
+                f"SELECT EXISTS (SELECT 1 FROM {T_RECORD} WHERE needs_resolution)")[0][0]):
+            _mark_batches_resolved(report)
+            report.seconds = round(time.perf_counter() - started, 3)
+            return report
+        choice = identity_model.model_choice(train=train)
+        touched = _Touched(full or first or choice.train_reason is not None)
         if touched.everything:
             report.records_resolved = sql.fetch_all(f"SELECT COUNT(*) FROM {T_RECORD}")[0][0]
         else:
@@ -173,6 +192,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             report.records_resolved = sql.fetch_all("SELECT COUNT(*) FROM resolve_dirty")[0][0]
         if report.records_resolved == 0:
             sql.drop_temp_table("resolve_dirty")
+            _mark_batches_resolved(report)
             report.seconds = round(time.perf_counter() - started, 3)
             return report
         rules = list(MatchRule.objects.filter(is_active=True))
@@ -183,12 +203,12 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             keys, groups = _match_keys(rules, duck, grouped=touched.everything)
             if touched.everything:
                 # The tier scores from the fetched records and keys alone: while it runs, PostgreSQL writes the keys.
-                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice)
                 _write_match_keys(touched, keys)
             else:
                 # A delta finds its candidates through the stored keys.
                 _write_match_keys(touched, keys)
-                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, full=full, train=train)
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice)
             timer.lap("match_keys")
             _finish_probabilistic_tier(report, scoring)
             timer.lap("probabilistic")
@@ -214,10 +234,38 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
         timer.lap("survivorship")
         for table in ("resolve_dirty", "resolve_scope"):
             sql.drop_temp_table(table)
+        _mark_batches_resolved(report)
         timer.lap("finish")
     report.seconds = round(time.perf_counter() - started, 3)
     log.info("identity resolution: %s", report.as_dict())
     return report
+
+
+class ModelTrainingError(Exception):
+    """A model was asked for that the records cannot give."""
+
+
+def identity_model_train() -> ProbabilisticModel:
+    """Estimate a model from every record now (on demand) and store it: later resolutions score with it (records
+    already linked keep their links until re-scored: `identity_resolve(full=True, train=True)` does both)."""
+    records = _fetch_records("1 = 1")
+    if records.num_rows < identity_model.MIN_RECORDS_FOR_MODEL:
+        raise ModelTrainingError(f"{records.num_rows} records are too few to estimate a model "
+                                 f"(at least {identity_model.MIN_RECORDS_FOR_MODEL})")
+    universe = _universe_of_fetched(records, np.empty(0, dtype=np.int64), everything=True)
+    estimate = identity_model.model_estimate(universe)
+    stored = identity_model.model_latest()
+    if (estimate.kind == ProbabilisticModel.Kind.PRIOR and stored is not None
+            and stored.kind == ProbabilisticModel.Kind.TRAINED):
+        raise ModelTrainingError(f"too few related records to train a model; {stored} stays in use")
+    return identity_model.model_store(estimate, reason=ProbabilisticModel.Reason.ON_DEMAND, records=records)
+
+
+def _mark_batches_resolved(report: ResolutionReport) -> None:
+    """The customer batches loaded since the last resolution name this one's model (their report says which
+    model scored their records)."""
+    FeedBatch.objects.filter(kind="customers", status=FeedBatch.Status.SUCCEEDED, resolved_at__isnull=True).update(
+        resolved_at=timezone.now(), scored_by_id=report.model_id, model_use=report.model_use)
 
 
 def _fetch_records(where: str, *, whole_table: bool = False) -> pa.Table:
@@ -423,28 +471,26 @@ _PROBABILISTIC_SCHEMA = pa.schema(
 # Every prediction blocking rule (probabilistic.py) compares one of these: a record that shares none of them with
 # a candidate is never paired with one.
 _BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key")
-# Fewer records than this give EM too little to estimate match and non-match rates from.
-MIN_RECORDS_TO_TRAIN = 1000
 
 
 @dataclass
 class _Scoring:
-    """The probabilistic tier at work in a thread: `result` gives (model parameters, links)."""
+    """The probabilistic tier at work in a thread: `result` gives (the new model's estimate if it scored, links)."""
 
     result: Future
-    model: ProbabilisticModel | None  # the stored model it scores with; None: it trains a new one
-    universe_records: int
+    choice: identity_model.ModelChoice
+    records: pa.Table  # the fetched records, whose sources and batches a new model is stored with
 
 
 def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, records: pa.Table, keys: dict,
-                              groups: dict | None, *, full: bool, train: bool | None) -> _Scoring | None:
-    """Find the candidates and their universe, then train (if wanted) and score in a thread, which touches no
-    database: the caller may write meanwhile. None when there is nothing to score."""
-    # Links scored for a record whose content changed are stale: it is scored again below.
-    sql.execute(
-        f"DELETE FROM {T_LINK} WHERE kind = 'probabilistic' AND ({touched.where('record_a_id')} "
-        f"OR {touched.where('record_b_id')})"
-    )
+                              groups: dict | None, choice: identity_model.ModelChoice) -> _Scoring | None:
+    """Find the candidates and their universe, then estimate a model (if `choice` says so) and score in a thread,
+    which touches no database: the caller may write meanwhile. None when there is nothing to score."""
+    # Links and open review pairs scored for a record whose content changed are stale: it is scored again below.
+    for table, condition in ((T_LINK, "kind = 'probabilistic'"),
+                             (PossibleDuplicate._meta.db_table, f"status = '{PossibleDuplicate.Status.OPEN}'")):
+        sql.execute(f"DELETE FROM {table} WHERE {condition} AND ({touched.where('record_a_id')} "
+                    f"OR {touched.where('record_b_id')})")
     if touched.everything:
         # Candidates: records no key links to another record, and no reviewer link either.
         manual = sql.fetch_int64_columns(
@@ -468,41 +514,55 @@ def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, recor
         sql.analyze("resolve_candidates")
         candidates = sql.fetch_int64_columns("SELECT record_id FROM resolve_candidates")["record_id"]
     report.probabilistic_candidates = len(candidates)
-    if not len(candidates):
+    trains = choice.train_reason is not None
+    if trains:
+        report.model_note = ProbabilisticModel.Reason(choice.train_reason).label
+    elif choice.stored is None:
+        report.model_note = f"no model: fewer than {identity_model.MIN_RECORDS_FOR_MODEL} records"
+    if not trains and (choice.stored is None or not len(candidates)):
         sql.drop_temp_table("resolve_candidates")
         return None
-    latest = ProbabilisticModel.objects.order_by("-created_at", "-id").first()
-    trains = latest is None or (full if train is None else train)
-    # A model is estimated from every record; scoring needs only the records that can pair with a candidate.
+    # A model is estimated from every record (a run that estimates one resolves them all); scoring needs only the
+    # records that can pair with a candidate.
     universe = (_universe_of_fetched(records, candidates, everything=trains) if touched.everything
-                else _probabilistic_universe(everything=trains))
+                else _probabilistic_universe())
     sql.drop_temp_table("resolve_candidates")
-    model = None if trains else latest
-    if trains and universe.num_rows < MIN_RECORDS_TO_TRAIN:
-        log.info("probabilistic tier: %s records are too few to estimate a model", universe.num_rows)
-        if latest is None:
-            return None
-        model = latest
+    stored = choice.stored
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probabilistic")
-    result = pool.submit(_train_and_score, universe, None if model is None else model.parameters)
+    result = pool.submit(_train_and_score, universe, trains=trains,
+                         stored=None if stored is None else (stored.parameters, stored.kind))
     pool.shutdown(wait=False)  # the thread ends with its one task; `result` waits for it
-    return _Scoring(result=result, model=model, universe_records=universe.num_rows)
+    return _Scoring(result=result, choice=choice, records=records)
 
 
-def _train_and_score(universe: pa.Table, parameters: dict | None) -> tuple[dict, list[probabilistic.ProbabilisticLink]]:
-    if parameters is None:
-        parameters = probabilistic.train_model(universe)
-    return parameters, probabilistic.score_pairs(
-        parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW)
+def _train_and_score(universe: pa.Table, *, trains: bool, stored: tuple[dict, str] | None,
+                     ) -> tuple[identity_model.Estimate | None, str, list[probabilistic.ProbabilisticLink]]:
+    """(the new model's estimate, if it is the one that scored; a note on the choice; the links)."""
+    estimate = identity_model.model_estimate(universe) if trains else None
+    note = ""
+    # A model that could not be trained (a prior) does not replace a trained one.
+    if (estimate is not None and estimate.kind == ProbabilisticModel.Kind.PRIOR
+            and stored is not None and stored[1] == ProbabilisticModel.Kind.TRAINED):
+        log.warning("probabilistic tier: too few related records to train a model; the stored one scores")
+        estimate, note = None, "too few related records to train a new one"
+    parameters = estimate.parameters if estimate is not None else stored[0]
+    links = (probabilistic.score_pairs(parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW)
+             if pc.any(universe.column("is_candidate")).as_py() else [])
+    return estimate, note, links
 
 
 def _finish_probabilistic_tier(report: ResolutionReport, scoring: _Scoring | None) -> None:
-    """Wait for the scoring; store the model it trained, its links and the pairs for review."""
+    """Wait for the scoring; store the model it estimated, its links and the pairs for review."""
     if scoring is None:
         return
-    parameters, links = scoring.result.result()
-    model = scoring.model or ProbabilisticModel.objects.create(
-        parameters=parameters, trained_on_records=scoring.universe_records)
+    estimate, note, links = scoring.result.result()
+    if estimate is not None:
+        model = identity_model.model_store(estimate, reason=scoring.choice.train_reason, records=scoring.records)
+    else:
+        model = scoring.choice.stored
+        report.model_note = note
+    report.model_id = model.pk
+    report.model_use = identity_model.model_use(model, trained_now=estimate is not None)
     _link_probabilistic_pairs(report, model, links)
 
 
@@ -539,7 +599,10 @@ def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everythin
             values = pc.unique(of_candidates.column(col)).drop_null()
             keep = pc.or_(keep, pc.is_in(records.column(col), value_set=values))
         records, is_candidate = records.filter(keep), is_candidate.filter(keep)
-    cluster = pc.coalesce(records.column("profile_id"), pc.negate(records.column("id")))
+    # A candidate is its own cluster: it shares a profile with a record only through probabilistic links, which
+    # are scored again now, so every pair of it is scored.
+    own = pc.negate(records.column("id"))
+    cluster = pc.if_else(is_candidate, own, pc.coalesce(records.column("profile_id"), own))
     return pa.Table.from_arrays(
         [records.column("id"), cluster, is_candidate,
          *(records.column(name) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender"))],
@@ -547,14 +610,15 @@ def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everythin
     )
 
 
-def _probabilistic_universe(*, everything: bool) -> pa.Table:
+def _probabilistic_universe() -> pa.Table:
     """Candidates and every record that could be compared with one (shares a blocking value with it)."""
-    where = "1 = 1" if everything else "r.id IN (SELECT record_id FROM resolve_candidates) OR " + " OR ".join(
+    where = "r.id IN (SELECT record_id FROM resolve_candidates) OR " + " OR ".join(
         f"r.{col} IN (SELECT c.{col} FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
         for col in _BLOCKING_COLUMNS
     )
     return sql.fetch_arrow(
-        f"SELECT r.id, COALESCE(r.profile_id, -r.id), "
+        f"SELECT r.id, CASE WHEN r.id IN (SELECT record_id FROM resolve_candidates) THEN -r.id "
+        f"ELSE COALESCE(r.profile_id, -r.id) END, "
         f"r.id IN (SELECT record_id FROM resolve_candidates), "
         f"r.name_key, CAST(r.birth_date AS TEXT), r.phone, r.email, r.postcode, r.city, r.gender "
         f"FROM {T_RECORD} r WHERE {where}",

@@ -1,4 +1,5 @@
 """Reads on profiles shared by the admin, the API and services."""
+import math
 from dataclasses import dataclass
 
 from django.db import connection
@@ -7,8 +8,8 @@ from django.db.models.functions import Cast
 
 from . import sql
 from .models import (
-    Account, CardTransaction, Consent, CustomerProfile, FeedBatch, Holding, ProfileMetrics, RiskAssessment, Source,
-    SourceRecord, Transaction,
+    Account, CardTransaction, Consent, CustomerProfile, FeedBatch, Holding, ProbabilisticModel, ProfileMetrics,
+    RiskAssessment, Source, SourceRecord, Transaction,
 )
 from .normalize import is_placeholder, keyed_hash, normalize_email, normalize_id_number, normalize_phone
 
@@ -198,3 +199,50 @@ def profile_timeline(*, profile: CustomerProfile, limit: int = 50, before=None) 
         parts = [part.order_by("-t_at")[:limit] for part in parts]
     rows = parts[0].union(*parts[1:], all=True).order_by("-t_at")[:limit]
     return [dict(zip(TIMELINE_COLUMNS, row)) for row in rows]
+
+
+@dataclass(frozen=True)
+class ModelLevel:
+    label: str
+    m: float | None
+    u: float | None
+    term_frequency_adjusted: bool
+    notes: tuple[str, ...]  # where m or u did not come from this model's estimation: "m: prior", "u: default"
+
+    @property
+    def match_weight(self) -> float | None:
+        """log2(m / u): how much agreement at this level moves the odds of a match, in bits."""
+        return math.log2(self.m / self.u) if self.m and self.u else None
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    name: str
+    description: str
+    levels: list[ModelLevel]
+
+
+def probabilistic_model_comparisons(*, model: ProbabilisticModel) -> list[ModelComparison]:
+    """A stored model's comparisons, each with its levels (the null level excepted, which weighs nothing) in the
+    order the model tries them, read from whatever comparisons the model holds."""
+    training = model.parameters.get("training", {})
+    # Entries such as "phone exact: u": the training never observed the level, a default value stands in.
+    not_estimated = set(training.get("not_estimated", []))
+    m_from_prior = set(training.get("m_from_prior", []))
+    comparisons = []
+    for comparison in model.parameters.get("splink_settings", {}).get("comparisons", []):
+        name = comparison.get("output_column_name", "?")
+        levels = []
+        for level in comparison.get("comparison_levels", []):
+            if level.get("is_null_level"):
+                continue
+            label = level.get("label_for_charts") or level.get("sql_condition", "?")
+            notes = tuple(f"{p}: default (never observed)" for p in ("m", "u")
+                          if f"{name} {label}: {p}" in not_estimated)
+            if training.get("prior") or name in m_from_prior:
+                notes = ("m: prior", *notes)
+            levels.append(ModelLevel(label=label, m=level.get("m_probability"), u=level.get("u_probability"),
+                                     term_frequency_adjusted=bool(level.get("tf_adjustment_column")), notes=notes))
+        comparisons.append(ModelComparison(name=name, description=comparison.get("comparison_description", ""),
+                                           levels=levels))
+    return comparisons

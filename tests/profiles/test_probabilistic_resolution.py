@@ -199,3 +199,29 @@ def test_every_prediction_blocking_rule_requires_equality_on_a_column_the_delta_
     # any of them would pair records that the universe leaves out.
     for rule in probabilistic.PREDICTION_BLOCKING_RULES:
         assert set(rule) & set(resolution._BLOCKING_COLUMNS), rule
+
+
+def test_a_full_re_resolution_scores_linked_records_again_and_keeps_their_profile(resolved):
+    # The pair shares a profile only through its probabilistic link, which a full run scores again.
+    profile = record("PM1").profile_id
+    assert record("PM2").profile_id == profile
+
+    report = identity_resolve(full=True)
+
+    assert report.probabilistic_links > 0
+    assert record("PM1").profile_id == record("PM2").profile_id == profile
+    assert RecordLink.objects.filter(record_a_id=ordered_ids("PM1", "PM2")[0],
+                                     record_b_id=ordered_ids("PM1", "PM2")[1], kind="probabilistic").exists()
+
+
+def test_a_delta_that_changes_a_probabilistically_linked_record_keeps_it_in_its_profile(resolved, write_feed):
+    profile = record("PM2").profile_id
+    assert record("PM1").profile_id == profile
+    changed = dict(CLEAR_MATCH[1], email="ouyang.xm@example.cn")  # a new e-mail: no rule links it either
+
+    load("card", write_feed([changed]))
+    report = identity_resolve()
+
+    assert report.records_resolved == 1
+    assert record("PM2").email == "ouyang.xm@example.cn"
+    assert record("PM1").profile_id == record("PM2").profile_id == profile

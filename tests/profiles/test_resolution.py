@@ -4,6 +4,7 @@ from datetime import date
 import pytest
 from django.db import IntegrityError, connection, transaction
 
+from profiles import identity_model
 from profiles.feeds import feed_load
 from profiles.models import CustomerProfile, DoNotLink, SourceRecord, SuppressedIdentifier
 from profiles.resolution import identity_resolve
@@ -285,9 +286,11 @@ def test_identity_map_export_lists_every_record_with_its_profile(write_feed, tmp
     assert by_key["C1"] == by_key["K1"] != by_key["C2"]
 
 
-def test_incremental_loads_and_a_whole_table_run_give_the_same_partition(tmp_path, settings):
-    # Given a sample population (too small for the probabilistic tier: deterministic rules and guard rails only),
-    # with identifiers shared widely enough that some are suppressed
+def test_incremental_loads_and_a_whole_table_run_give_the_same_partition(tmp_path, settings, monkeypatch):
+    # Given a sample population (deterministic rules and guard rails only: no probabilistic model, whose
+    # training on a new source would resolve the whole table), with identifiers shared widely enough that some
+    # are suppressed
+    monkeypatch.setattr(identity_model, "MIN_RECORDS_FOR_MODEL", 10_000)
     settings.CDP_MAX_SHARED_IDENTIFIER = 3
     generate_sample_feeds(out_dir=tmp_path, customers=400, seed=5)
     # When its sources arrive one by one, each resolved as a delta of the records already resolved
