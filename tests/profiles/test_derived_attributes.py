@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from profiles.metrics import metrics_config_get, profile_metrics_recompute
-from profiles.models import FxRate, ProfileMetrics
+from profiles.models import Account, FxRate, ProfileMetrics
 from tests.profiles.test_metrics import AS_OF, Bank, _snapshot, at, metrics_of, profile
 
 pytestmark = pytest.mark.django_db
@@ -54,8 +54,10 @@ def test_missing_and_same_day_fx_rates(bank):
                               source=batch.source, last_batch=batch)
     profile_metrics_recompute(as_of=AS_OF)
     assert metrics_of(p).total_deposits == Decimal("10") + 100 * Decimal("7.0") + 100 * Decimal("9.1")
-    # Before the first USD rate (2026-01-01) and the GBP one, only the CNY balance counts.
-    profile_metrics_recompute(as_of=dt.date(2025, 12, 31))
+    # A balance converts at the rate of its own snapshot date (README): snapshots taken before the first USD rate
+    # (2026-01-01) and the GBP one count only the CNY balance, whatever day the metrics are computed for.
+    Account.objects.filter(customer_key="F1").update(as_of=dt.date(2025, 12, 31))
+    profile_metrics_recompute(as_of=AS_OF)
     assert metrics_of(p).total_deposits == Decimal("10.00")
 
 
