@@ -69,6 +69,10 @@ IDENTIFIER_SQL = {
     "city": "r.city",
     "gender": "CASE WHEN r.gender IN ('M', 'F') THEN r.gender END",
 }
+# Id types of which a person holds one number for life, so two valid numbers of one type are two people. A
+# passport is renewed under a new number; an OTHER number has no check character, so a typo passes for another
+# valid number (and permits, too, are reissued): neither keeps records apart.
+EXCLUSIVE_ID_TYPES = ("CN_RESIDENT",)
 # Identifiers that point at one person by themselves, so one shared too widely (a branch phone) is suppressed.
 GUARDED_IDENTIFIERS = ("id_number", "core_cif", "phone", "email")
 
@@ -637,8 +641,9 @@ def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table,
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
 
-    # Valid id numbers as integer codes: (position in scope, id type, id number).
-    valid = scope.column("id_valid").to_numpy(zero_copy_only=False)
+    # Valid numbers of the id types one person holds one of, as integer codes: (position in scope, type, number).
+    valid = pc.fill_null(pc.and_(scope.column("id_valid"), pc.is_in(
+        scope.column("id_type"), value_set=pa.array(EXCLUSIVE_ID_TYPES))), False).to_numpy(zero_copy_only=False)
     valid_at = np.flatnonzero(valid)
     id_type = _codes(pc.filter(scope.column("id_type"), pa.array(valid)))
     id_hash = _codes(pc.filter(scope.column("id_number_hash"), pa.array(valid)))

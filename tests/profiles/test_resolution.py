@@ -315,3 +315,11 @@ def test_survivorship_takes_a_valid_id_number_before_one_from_a_better_source(wr
     assert (profile.record_count, profile.id_number_hash) == (2, card.id_number_hash)
     lineage = {l.attribute: l.record.customer_key for l in profile_lineage(profile=profile)}
     assert (lineage["id_number"], lineage["name"]) == ("K1", "C1")
+
+
+def test_a_renewed_passport_is_the_same_person(write_feed):
+    person = {"full_name": "李娜", "birth_date": "1985-07-08", "phone": "13912340003"}
+    load(write_feed, "core", [customer("C1", id_type="PASSPORT", id_number="E12345678", **person)])
+    load(write_feed, "card", [customer("K1", id_type="PASSPORT", id_number="EA7654321", **person)])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"})}
