@@ -40,6 +40,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from . import probabilistic, sql
+from .names import has_cjk, name_parts
 from .models import (
     CustomerProfile, DoNotLink, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
@@ -73,6 +74,13 @@ IDENTIFIER_SQL = {
 # passport is renewed under a new number; an OTHER number has no check character, so a typo passes for another
 # valid number (and permits, too, are reissued): neither keeps records apart.
 EXCLUSIVE_ID_TYPES = ("CN_RESIDENT",)
+# A shared phone, e-mail or address is evidence of a household as much as of a person: a rule resting on one of
+# them and on no personal identifier (and a probabilistic link between records sharing no id number or CIF)
+# does not link two records whose given names are clearly different (`_household_pairs`).
+CONTACT_IDENTIFIERS = ("phone", "email", "postcode", "city")
+PERSONAL_IDENTIFIERS = ("id_number", "core_cif")
+# Given names (pinyin keys) at least this long may be one name with one letter dropped, added or replaced.
+MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO = 5
 # Identifiers that point at one person by themselves, so one shared too widely (a branch phone) is suppressed.
 GUARDED_IDENTIFIERS = ("id_number", "core_cif", "phone", "email")
 
@@ -204,7 +212,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
                 groups = _key_groups(keys, duck)
             report.scope_records = scope.num_rows
             timer.lap("scope")
-            labels = _cluster_scope(report, touched, scope, keys, groups)
+            labels = _cluster_scope(report, touched, scope, keys, groups, duck)
         timer.lap("cluster")
         # Before the first profile exists nobody reads records by profile: first writes rebuild their indexes.
         first_profiles = not CustomerProfile.objects.exists()
@@ -612,14 +620,18 @@ def _scope_keys() -> dict[str, np.ndarray]:
     )
 
 
-def _scope_edges(touched: _Touched, keys: dict, groups: dict) -> dict[str, np.ndarray]:
-    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links."""
-    rules = sql.fetch_int64_columns(f"SELECT id, priority FROM {T_RULE}")
-    priority_of = np.zeros(int(rules["id"].max(initial=0)) + 1, dtype=np.int64)
-    priority_of[rules["id"]] = rules["priority"]
+def _scope_edges(touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
+                 duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links; less the links that
+    rest on contact data alone between records whose given names are clearly different (`_household_pairs`)."""
+    rules = list(MatchRule.objects.values_list("id", "priority", "fields"))
+    size = max((rule_id for rule_id, _, _ in rules), default=0) + 1
+    priority_of, rests_on_contact = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=bool)
+    for rule_id, priority, fields in rules:
+        priority_of[rule_id] = priority
+        rests_on_contact[rule_id] = bool(set(fields) & set(CONTACT_IDENTIFIERS)) and not (
+            set(fields) & set(PERSONAL_IDENTIFIERS))
     star = keys["record_id"] != groups["anchor"]
-    anchor = groups["anchor"][star]
-    key_rank = priority_of[keys["rule_id"][star]]
     in_scope = "1 = 1" if touched.everything else (
         "l.record_a_id IN (SELECT record_id FROM resolve_scope) AND l.record_b_id IN (SELECT record_id FROM resolve_scope)")
     links = sql.fetch_int64_columns(
@@ -627,16 +639,153 @@ def _scope_edges(touched: _Touched, keys: dict, groups: dict) -> dict[str, np.nd
         f"ELSE {PROBABILISTIC_LINK_RANK} + CAST((1 - COALESCE(l.probability, 1)) * 1000 AS INTEGER) END AS rank "
         f"FROM {T_LINK} l WHERE {in_scope}"
     )
-    return {"a": np.concatenate([keys["record_id"][star], links["a"]]), "b": np.concatenate([anchor, links["b"]]),
-            "rank": np.concatenate([key_rank, links["rank"]])}
+    record_ids = _int64(scope.column("id"))
+    on_contact = star & rests_on_contact[keys["rule_id"]]
+    on_contact_links = (links["rank"] >= PROBABILISTIC_LINK_RANK) & ~_share_an_id(scope, record_ids, links)
+    # Records that firmer evidence already puts together need no look at their names: a link between them changes
+    # no profile. Only the few links across the firm groups are looked at.
+    firm = _component_labels(record_ids, np.concatenate([keys["record_id"][star & ~on_contact],
+                                                         links["a"][~on_contact_links]]),
+                             np.concatenate([groups["anchor"][star & ~on_contact], links["b"][~on_contact_links]]))
+    in_mixed, members = _mixed_key_groups(scope, record_ids, keys, groups, rests_on_contact, on_contact, firm)
+    doubted_links = np.flatnonzero(on_contact_links)
+    doubted_links = doubted_links[firm[_positions(record_ids, links["a"][doubted_links])]
+                                  != firm[_positions(record_ids, links["b"][doubted_links])]]
+
+    named = _register_given_names(
+        np.unique(np.concatenate([keys["record_id"][in_mixed], links["a"][doubted_links], links["b"][doubted_links]])),
+        duck)
+    group_pairs = []
+    for (rule_id, _), holders in members.items():
+        with_given = [h for h in holders if h in named]
+        # A holder with no given name joins one named holder, not all: it must not bridge two people.
+        group_pairs += [(x, y, priority_of[rule_id]) for i, x in enumerate(with_given) for y in with_given[i + 1:]]
+        group_pairs += [(h, with_given[0] if with_given else holders[0], priority_of[rule_id])
+                        for h in holders if h not in named and (with_given or h != holders[0])]
+    group_pairs = np.array(group_pairs, dtype=np.int64).reshape(-1, 3)
+    apart = _household_pairs(np.concatenate([
+        group_pairs[:, :2], np.stack([links["a"][doubted_links], links["b"][doubted_links]], axis=1)]), duck)
+    duck.unregister("household_names")
+    kept_links = np.ones(len(links["a"]), dtype=bool)
+    kept_links[doubted_links[apart[len(group_pairs):]]] = False
+    group_pairs = group_pairs[~apart[:len(group_pairs)]]
+    kept_star = star & ~in_mixed
+    return {
+        "a": np.concatenate([keys["record_id"][kept_star], group_pairs[:, 0], links["a"][kept_links]]),
+        "b": np.concatenate([groups["anchor"][kept_star], group_pairs[:, 1], links["b"][kept_links]]),
+        "rank": np.concatenate([priority_of[keys["rule_id"][kept_star]], group_pairs[:, 2], links["rank"][kept_links]]),
+    }
 
 
-def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict,
-                   groups: dict) -> np.ndarray:
+def _share_an_id(scope: pa.Table, record_ids: np.ndarray, links: dict) -> np.ndarray:
+    """Per link: whether its records share a valid id number (of one type) or a CIF."""
+    a, b = (scope.select(["id_valid", "id_type", "id_number_hash", "cif_ref"]).take(_positions(record_ids, end))
+            for end in (links["a"], links["b"]))
+    same = lambda name: _as_mask(pc.equal(a.column(name), b.column(name)))  # noqa: E731
+    return (_as_mask(a.column("id_valid")) & _as_mask(b.column("id_valid")) & same("id_type")
+            & same("id_number_hash")) | same("cif_ref")
+
+
+def _component_labels(record_ids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The connected component of each record (scope order) under the edges (a, b) of record ids."""
+    n = len(record_ids)
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (_positions(record_ids, a), _positions(record_ids, b))),
+                       shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _mixed_key_groups(scope: pa.Table, record_ids: np.ndarray, keys: dict, groups: dict, rests_on_contact: np.ndarray,
+                      on_contact: np.ndarray, firm: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], list[int]]]:
+    """The (rule, key) groups of contact rules in which a holder outside the anchor's firm group has another name
+    than the anchor (or the anchor has none, so that it does not join two named holders): a mask of their key rows,
+    and their holders by (rule, anchor). Their stars give way to the pairs of holders with compatible names."""
+    rows = np.flatnonzero(on_contact)
+    holder, anchor = _positions(record_ids, keys["record_id"][rows]), _positions(record_ids, groups["anchor"][rows])
+    rows, holder, anchor = (array[firm[holder] != firm[anchor]] for array in (rows, holder, anchor))
+    name_key = scope.column("name_key")
+    holder_name, anchor_name = name_key.take(holder), name_key.take(anchor)
+    differs = (_as_mask(pc.not_equal(holder_name, anchor_name))
+               | (_as_mask(pc.is_null(anchor_name)) & _as_mask(pc.is_valid(holder_name))))
+    rows, anchor = rows[differs], anchor[differs]
+    mixed = set(zip(keys["rule_id"][rows].tolist(), groups["anchor"][rows].tolist()))
+    # The key rows of contact rules whose anchor is one of those (among them the anchors' own).
+    mixed_anchor = np.zeros(len(record_ids), dtype=bool)
+    mixed_anchor[anchor] = True
+    maybe = np.flatnonzero(rests_on_contact[keys["rule_id"]])
+    maybe = maybe[mixed_anchor[_positions(record_ids, groups["anchor"][maybe])]]
+    in_mixed = np.zeros(len(on_contact), dtype=bool)
+    members: dict[tuple[int, int], list[int]] = {}
+    for row, rule_id, anchor_id, record_id in zip(maybe.tolist(), keys["rule_id"][maybe].tolist(),
+                                                  groups["anchor"][maybe].tolist(), keys["record_id"][maybe].tolist()):
+        if (rule_id, anchor_id) in mixed:
+            in_mixed[row] = True
+            members.setdefault((rule_id, anchor_id), []).append(record_id)
+    return in_mixed, members
+
+
+_NAMES_SCHEMA = pa.schema([("id", pa.int64()), ("full_name", pa.string()), ("family_name", pa.string()),
+                           ("given_name", pa.string())])
+
+
+def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> set[int]:
+    """Register `household_names` (id, family, given, cjk) in DuckDB for these records: their family and given
+    names as pinyin keys (`names.name_parts`, once per distinct name), and whether the given name is written in
+    Chinese characters. Returns the ids of those with a given name."""
+    if not len(ids):
+        duck.register("household_names", pa.table({"id": pa.array([], pa.int64())}))
+        return set()
+    sql.create_temp_table("resolve_named", "record_id BIGINT")
+    sql.bulk_insert_arrays("resolve_named", {"record_id": ids})
+    named = sql.fetch_arrow(f"SELECT r.id, r.full_name, r.family_name, r.given_name FROM {T_RECORD} r "
+                            f"JOIN resolve_named n ON n.record_id = r.id", _NAMES_SCHEMA)
+    sql.drop_temp_table("resolve_named")
+    parts: dict[tuple, tuple] = {}
+    rows = []
+    for full, family, given in zip(*(named.column(name).to_pylist() for name in _NAMES_SCHEMA.names[1:])):
+        if (full, family, given) not in parts:
+            family_key, given_key = name_parts(full, family, given)
+            parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full))
+        rows.append(parts[full, family, given])
+    given_keys = pa.array([row[1] for row in rows], pa.string())
+    duck.register("household_names", pa.table({
+        "id": named.column("id"), "family": pa.array([row[0] for row in rows], pa.string()), "given": given_keys,
+        "cjk": pa.array([row[2] for row in rows], pa.bool_())}))
+    return set(named.column("id").filter(pc.is_valid(given_keys)).to_pylist())
+
+
+def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Which of the record pairs (an (n, 2) array of ids in `household_names`) have clearly different given
+    names: both present and not equal, not one an initial or prefix of the other, not the same name with family
+    and given parts swapped or run together, and (unless both are written in Chinese characters) not one typo
+    apart in their pinyin keys (one letter swapped, dropped, added or replaced; in a name shorter than
+    MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO only swapped, as one other letter makes another syllable: wei and wen).
+    Not a similarity score: siblings' names share a syllable and look alike letter by letter (xiaoming and
+    xiaohong: Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are different
+    characters that sound different: an input method's slip gives a homophone, of the same pinyin."""
+    if not len(pairs):
+        return np.zeros(0, dtype=bool)
+    duck.register("household_pairs", pa.table({"position": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]}))
+    apart = duck.sql(
+        "SELECT x.given IS NOT NULL AND y.given IS NOT NULL AND NOT ("
+        "starts_with(x.given, y.given) OR starts_with(y.given, x.given) "
+        "OR list_has_any([coalesce(x.family, '') || x.given, x.given || coalesce(x.family, '')], "
+        "[coalesce(y.family, '') || y.given, y.given || coalesce(y.family, '')]) "
+        "OR (NOT (x.cjk AND y.cjk) AND damerau_levenshtein(x.given, y.given) <= 1 AND ("
+        "least(length(x.given), length(y.given)) >= ? "
+        "OR list_sort(string_split(x.given, '')) = list_sort(string_split(y.given, ''))))) AS apart "
+        "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b "
+        "ORDER BY p.position", params=[MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO],
+    ).to_arrow_table().column("apart")
+    duck.unregister("household_pairs")
+    return _as_mask(apart)
+
+
+def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
+                   duck: duckdb.DuckDBPyConnection) -> np.ndarray:
     """A cluster label for each scope record (in id order), honouring every constraint."""
     record_ids = _int64(scope.column("id"))
     n = len(record_ids)
-    edges = _scope_edges(touched, keys, groups)
+    edges = _scope_edges(touched, scope, keys, groups, duck)
     a, b = _positions(record_ids, edges["a"]), _positions(record_ids, edges["b"])
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
@@ -668,6 +817,11 @@ def _positions(record_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     position_of = np.empty(int(record_ids[-1]) - base + 1, dtype=np.int64)
     position_of[record_ids - base] = np.arange(len(record_ids))
     return position_of[ids - base]
+
+
+def _as_mask(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean column as a numpy mask, null as False."""
+    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

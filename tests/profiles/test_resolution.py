@@ -317,9 +317,50 @@ def test_survivorship_takes_a_valid_id_number_before_one_from_a_better_source(wr
     assert (lineage["id_number"], lineage["name"]) == ("K1", "C1")
 
 
+# --- households are not people -----------------------------------------------------------------------------
+
+HOUSEHOLD = {"phone": "13912340001", "address": "上海市徐汇区漕溪北路88号", "city": "上海市", "postcode": "200030"}
+
+
+def test_twins_sharing_phone_email_birth_date_and_surname_stay_apart(write_feed):
+    twins = {**HOUSEHOLD, "email": "zhang.family@163.com", "birth_date": "2001-06-01"}
+    load(write_feed, "core", [customer("C1", full_name="张晓明", **twins), customer("C2", full_name="张晓红", **twins)])
+    load(write_feed, "card", [customer("K1", family_name="ZHANG", given_name="XIAOHONG", **twins)])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1"}), frozenset({"core:C2", "card:K1"})}
+
+
+def test_the_same_person_in_chinese_characters_and_in_pinyin_links_on_phone_and_birth_date(write_feed):
+    load(write_feed, "core", [customer("C1", full_name="张伟", phone="13912340002", birth_date="1980-03-04")])
+    load(write_feed, "card", [customer("K1", full_name="ZHANG WEI", phone="139 1234 0002", birth_date="1980-03-04"),
+                              customer("K2", family_name="Zhang", given_name="Wie", phone="13912340002",
+                                       birth_date="1980-03-04")])  # a typo
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1", "card:K2"})}
+
+
+def test_a_holder_without_a_given_name_does_not_join_two_people(write_feed):
+    twins = {**HOUSEHOLD, "birth_date": "2001-06-01"}
+    load(write_feed, "core", [customer("C1", full_name="张晓明", **twins), customer("C2", full_name="张晓红", **twins)])
+    load(write_feed, "card", [customer("K1", **twins)])  # no name at all
+    identity_resolve()
+    found = groups()
+    assert len(found) == 2 and frozenset({"core:C1", "core:C2"}) not in found
+
+
 def test_a_renewed_passport_is_the_same_person(write_feed):
     person = {"full_name": "李娜", "birth_date": "1985-07-08", "phone": "13912340003"}
     load(write_feed, "core", [customer("C1", id_type="PASSPORT", id_number="E12345678", **person)])
     load(write_feed, "card", [customer("K1", id_type="PASSPORT", id_number="EA7654321", **person)])
     identity_resolve()
     assert groups() == {frozenset({"core:C1", "card:K1"})}
+
+
+def test_a_15_digit_resident_id_links_with_its_18_digit_form(write_feed):
+    legacy = ID_1990[:6] + ID_1990[8:17]
+    load(write_feed, "core", [customer("C1", full_name="王芳", id_type="CN_RESIDENT", id_number=legacy)])
+    load(write_feed, "card", [customer("K1", full_name="Wang Fang", id_type="CN_RESIDENT", id_number=ID_1990)])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"})}
+    assert set(SourceRecord.objects.values_list("id_valid", "id_number_masked")) == {
+        (True, ID_1990[:3] + "*" * 11 + ID_1990[-4:])}
