@@ -25,8 +25,8 @@ __all__ = [
     "PLACEHOLDER_EMAILS", "PLACEHOLDER_EMAIL_DOMAINS", "PLACEHOLDER_EMAIL_LOCAL_PARTS", "PLACEHOLDER_ID_NUMBERS",
     "PLACEHOLDER_NAMES", "PLACEHOLDER_PHONES", "PLACEHOLDER_VALUES", "RowRejected", "cn_resident_id_from_legacy",
     "compose_full_name", "fold_width", "is_luhn_valid", "is_placeholder", "is_valid_cn_resident_id", "keyed_hash",
-    "mask_email", "mask_id_number", "mask_name", "mask_phone", "name_match_key", "normalize_customer_row", "normalize_email",
-    "normalize_id_number", "normalize_name", "normalize_phone", "redact_raw_row", "tokenize_pan",
+    "mask_email", "mask_id_number", "mask_name", "mask_phone", "name_match_key", "normalize_customer_row",
+    "normalize_email", "normalize_id_number", "normalize_name", "normalize_phone", "redact_raw_row", "tokenize_pan",
 ]
 
 
