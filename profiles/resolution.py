@@ -640,17 +640,19 @@ def _scope_edges(touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
         f"FROM {T_LINK} l WHERE {in_scope}"
     )
     record_ids = _int64(scope.column("id"))
+    holder_at, anchor_at = _positions(record_ids, keys["record_id"]), _positions(record_ids, groups["anchor"])
+    a_at, b_at = _positions(record_ids, links["a"]), _positions(record_ids, links["b"])
     on_contact = star & rests_on_contact[keys["rule_id"]]
-    on_contact_links = (links["rank"] >= PROBABILISTIC_LINK_RANK) & ~_share_an_id(scope, record_ids, links)
+    on_contact_links = (links["rank"] >= PROBABILISTIC_LINK_RANK) & ~_share_an_id(scope, a_at, b_at)
     # Records that firmer evidence already puts together need no look at their names: a link between them changes
     # no profile. Only the few links across the firm groups are looked at.
-    firm = _component_labels(record_ids, np.concatenate([keys["record_id"][star & ~on_contact],
-                                                         links["a"][~on_contact_links]]),
-                             np.concatenate([groups["anchor"][star & ~on_contact], links["b"][~on_contact_links]]))
-    in_mixed, members = _mixed_key_groups(scope, record_ids, keys, groups, rests_on_contact, on_contact, firm)
+    firm_star = star & ~on_contact
+    firm = _component_labels(len(record_ids), np.concatenate([holder_at[firm_star], a_at[~on_contact_links]]),
+                             np.concatenate([anchor_at[firm_star], b_at[~on_contact_links]]))
+    in_mixed, members = _mixed_key_groups(scope, keys, groups, holder_at, anchor_at,
+                                          rests_on_contact[keys["rule_id"]], on_contact, firm)
     doubted_links = np.flatnonzero(on_contact_links)
-    doubted_links = doubted_links[firm[_positions(record_ids, links["a"][doubted_links])]
-                                  != firm[_positions(record_ids, links["b"][doubted_links])]]
+    doubted_links = doubted_links[firm[a_at[doubted_links]] != firm[b_at[doubted_links]]]
 
     named = _register_given_names(
         np.unique(np.concatenate([keys["record_id"][in_mixed], links["a"][doubted_links], links["b"][doubted_links]])),
@@ -677,42 +679,38 @@ def _scope_edges(touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
     }
 
 
-def _share_an_id(scope: pa.Table, record_ids: np.ndarray, links: dict) -> np.ndarray:
-    """Per link: whether its records share a valid id number (of one type) or a CIF."""
-    a, b = (scope.select(["id_valid", "id_type", "id_number_hash", "cif_ref"]).take(_positions(record_ids, end))
-            for end in (links["a"], links["b"]))
+def _share_an_id(scope: pa.Table, a_at: np.ndarray, b_at: np.ndarray) -> np.ndarray:
+    """Per pair of scope positions: whether the records share a valid id number (of one type) or a CIF."""
+    a, b = (scope.select(["id_valid", "id_type", "id_number_hash", "cif_ref"]).take(at) for at in (a_at, b_at))
     same = lambda name: _as_mask(pc.equal(a.column(name), b.column(name)))  # noqa: E731
     return (_as_mask(a.column("id_valid")) & _as_mask(b.column("id_valid")) & same("id_type")
             & same("id_number_hash")) | same("cif_ref")
 
 
-def _component_labels(record_ids: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The connected component of each record (scope order) under the edges (a, b) of record ids."""
-    n = len(record_ids)
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (_positions(record_ids, a), _positions(record_ids, b))),
-                       shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+def _component_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The connected component of each of n positions under the edges (a, b)."""
+    return connected_components(coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)),
+                                directed=False)[1]
 
 
-def _mixed_key_groups(scope: pa.Table, record_ids: np.ndarray, keys: dict, groups: dict, rests_on_contact: np.ndarray,
-                      on_contact: np.ndarray, firm: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], list[int]]]:
+def _mixed_key_groups(scope: pa.Table, keys: dict, groups: dict, holder_at: np.ndarray, anchor_at: np.ndarray,
+                      of_contact_rule: np.ndarray, on_contact: np.ndarray,
+                      firm: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], list[int]]]:
     """The (rule, key) groups of contact rules in which a holder outside the anchor's firm group has another name
     than the anchor (or the anchor has none, so that it does not join two named holders): a mask of their key rows,
-    and their holders by (rule, anchor). Their stars give way to the pairs of holders with compatible names."""
+    and their holders by (rule, anchor). Their stars give way to the pairs of holders with compatible names.
+    `holder_at` and `anchor_at`: each key row's record and anchor as scope positions."""
     rows = np.flatnonzero(on_contact)
-    holder, anchor = _positions(record_ids, keys["record_id"][rows]), _positions(record_ids, groups["anchor"][rows])
-    rows, holder, anchor = (array[firm[holder] != firm[anchor]] for array in (rows, holder, anchor))
+    rows = rows[firm[holder_at[rows]] != firm[anchor_at[rows]]]
     name_key = scope.column("name_key")
-    holder_name, anchor_name = name_key.take(holder), name_key.take(anchor)
-    differs = (_as_mask(pc.not_equal(holder_name, anchor_name))
-               | (_as_mask(pc.is_null(anchor_name)) & _as_mask(pc.is_valid(holder_name))))
-    rows, anchor = rows[differs], anchor[differs]
+    holder_name, anchor_name = name_key.take(holder_at[rows]), name_key.take(anchor_at[rows])
+    rows = rows[_as_mask(pc.not_equal(holder_name, anchor_name))
+                | (_as_mask(pc.is_null(anchor_name)) & _as_mask(pc.is_valid(holder_name)))]
     mixed = set(zip(keys["rule_id"][rows].tolist(), groups["anchor"][rows].tolist()))
     # The key rows of contact rules whose anchor is one of those (among them the anchors' own).
-    mixed_anchor = np.zeros(len(record_ids), dtype=bool)
-    mixed_anchor[anchor] = True
-    maybe = np.flatnonzero(rests_on_contact[keys["rule_id"]])
-    maybe = maybe[mixed_anchor[_positions(record_ids, groups["anchor"][maybe])]]
+    mixed_anchor = np.zeros(len(firm), dtype=bool)
+    mixed_anchor[anchor_at[rows]] = True
+    maybe = np.flatnonzero(of_contact_rule & mixed_anchor[anchor_at])
     in_mixed = np.zeros(len(on_contact), dtype=bool)
     members: dict[tuple[int, int], list[int]] = {}
     for row, rule_id, anchor_id, record_id in zip(maybe.tolist(), keys["rule_id"][maybe].tolist(),
