@@ -79,7 +79,7 @@ EXCLUSIVE_ID_TYPES = ("CN_RESIDENT",)
 # does not link two records whose given names are clearly different (`_household_pairs`).
 CONTACT_IDENTIFIERS = ("phone", "email", "postcode", "city")
 PERSONAL_IDENTIFIERS = ("id_number", "core_cif")
-# Given names (pinyin keys) at least this long may be one name with one letter dropped, added or replaced.
+# Given names (pinyin keys) at least this long may be one name with one letter replaced.
 MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO = 5
 # Identifiers that point at one person by themselves, so one shared too widely (a branch phone) is suppressed.
 GUARDED_IDENTIFIERS = ("id_number", "core_cif", "phone", "email")
@@ -754,25 +754,31 @@ def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> s
 def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.ndarray:
     """Which of the record pairs (an (n, 2) array of ids in `household_names`) have clearly different given
     names: both present and not equal, not one an initial or prefix of the other, not the same name with family
-    and given parts swapped or run together, and (unless both are written in Chinese characters) not one typo
-    apart in their pinyin keys (one letter swapped, dropped, added or replaced; in a name shorter than
-    MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO only swapped, as one other letter makes another syllable: wei and wen).
-    Not a similarity score: siblings' names share a syllable and look alike letter by letter (xiaoming and
-    xiaohong: Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are different
-    characters that sound different: an input method's slip gives a homophone, of the same pinyin."""
+    and given parts run together ("ZHANGWEI"), and, unless both are written in Chinese characters, not one typo
+    apart (nor equal), given name against given name or against the other's family name (a Latin name does not say
+    which of its parts is the family name: "SINGH ELIZABETH"). One typo: a letter swapped, dropped or added (the shorter name of
+    at least 4 letters) or replaced (names of at least MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO letters): one other letter
+    in a short name makes another syllable (wei and wen, yan and yuan). Not a similarity score: siblings' names
+    share a syllable and look alike letter by letter (xiaoming and xiaohong: Jaro-Winkler 0.90). Two given names in
+    Chinese characters whose pinyin differs are different characters that sound different: an input method's slip
+    gives a homophone, of the same pinyin."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
+    duck.execute(
+        "CREATE OR REPLACE TEMP MACRO one_typo_apart(a, b) AS coalesce(damerau_levenshtein(a, b) <= 1 AND ("
+        "list_sort(string_split(a, '')) = list_sort(string_split(b, '')) "
+        f"OR least(length(a), length(b)) >= CASE WHEN length(a) = length(b) THEN {MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO:d} "
+        f"ELSE 4 END), FALSE)")
     duck.register("household_pairs", pa.table({"position": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]}))
     apart = duck.sql(
         "SELECT x.given IS NOT NULL AND y.given IS NOT NULL AND NOT ("
         "starts_with(x.given, y.given) OR starts_with(y.given, x.given) "
         "OR list_has_any([coalesce(x.family, '') || x.given, x.given || coalesce(x.family, '')], "
         "[coalesce(y.family, '') || y.given, y.given || coalesce(y.family, '')]) "
-        "OR (NOT (x.cjk AND y.cjk) AND damerau_levenshtein(x.given, y.given) <= 1 AND ("
-        "least(length(x.given), length(y.given)) >= ? "
-        "OR list_sort(string_split(x.given, '')) = list_sort(string_split(y.given, ''))))) AS apart "
+        "OR (NOT (x.cjk AND y.cjk) AND (one_typo_apart(x.given, y.given) OR one_typo_apart(x.given, y.family) "
+        "OR one_typo_apart(x.family, y.given)))) AS apart "
         "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b "
-        "ORDER BY p.position", params=[MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO],
+        "ORDER BY p.position"
     ).to_arrow_table().column("apart")
     duck.unregister("household_pairs")
     return _as_mask(apart)

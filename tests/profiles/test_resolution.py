@@ -367,3 +367,16 @@ def test_a_15_digit_resident_id_links_with_its_18_digit_form(write_feed):
     assert groups() == {frozenset({"core:C1", "card:K1"})}
     assert set(SourceRecord.objects.values_list("id_valid", "id_number_masked")) == {
         (True, ID_1990[:3] + "*" * 11 + ID_1990[-4:])}
+
+
+def test_latin_names_with_a_typo_or_in_either_order_link_and_spouses_with_other_names_do_not(write_feed):
+    home = {**HOUSEHOLD, "email": "family@163.com", "birth_date": "1980-03-04"}
+    load(write_feed, "core", [customer("C1", full_name="SINGH ELIZABETH", **home),
+                              customer("C2", full_name="刘璐佳", **home),
+                              customer("C3", full_name="刘洋", **home)])
+    load(write_feed, "card", [customer("K1", family_name="SIMGH", given_name="ELIZABETH", **home),  # swapped, typo
+                              customer("K2", family_name="Liu", given_name="Luja", **home),  # a letter dropped
+                              customer("K3", family_name="WANG", given_name="LI", **home)])  # C3's wife
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"}), frozenset({"core:C2", "card:K2"}),
+                        frozenset({"core:C3"}), frozenset({"card:K3"})}
