@@ -122,6 +122,7 @@ class ResolutionReport:
     possible_duplicates: int = 0
     suppressed_identifiers: int = 0
     constrained_clusters: int = 0
+    household_links_withheld: int = 0  # links on contact data alone between records with different given names
     seconds: float = 0.0
     steps: dict = field(default_factory=dict)
 
@@ -620,7 +621,7 @@ def _scope_keys() -> dict[str, np.ndarray]:
     )
 
 
-def _scope_edges(touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
+def _scope_edges(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
                  duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
     """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links; less the links that
     rest on contact data alone between records whose given names are clearly different (`_household_pairs`)."""
@@ -668,6 +669,7 @@ def _scope_edges(touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
     apart = _household_pairs(np.concatenate([
         group_pairs[:, :2], np.stack([links["a"][doubted_links], links["b"][doubted_links]], axis=1)]), duck)
     duck.unregister("household_names")
+    report.household_links_withheld = int(apart.sum())
     kept_links = np.ones(len(links["a"]), dtype=bool)
     kept_links[doubted_links[apart[len(group_pairs):]]] = False
     group_pairs = group_pairs[~apart[:len(group_pairs)]]
@@ -789,7 +791,7 @@ def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table,
     """A cluster label for each scope record (in id order), honouring every constraint."""
     record_ids = _int64(scope.column("id"))
     n = len(record_ids)
-    edges = _scope_edges(touched, scope, keys, groups, duck)
+    edges = _scope_edges(report, touched, scope, keys, groups, duck)
     a, b = _positions(record_ids, edges["a"]), _positions(record_ids, edges["b"])
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)

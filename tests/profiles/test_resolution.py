@@ -329,8 +329,9 @@ def test_twins_sharing_phone_email_birth_date_and_surname_stay_apart(write_feed,
     if in_turn:  # the card record then arrives in a delta, beside resolved profiles
         identity_resolve()
     load(write_feed, "card", [customer("K1", family_name="ZHANG", given_name="XIAOHONG", **twins)])
-    identity_resolve()
+    report = identity_resolve()
     assert groups() == {frozenset({"core:C1"}), frozenset({"core:C2", "card:K1"})}
+    assert report.household_links_withheld == 2  # C1 with C2, C1 with K1
 
 
 def test_the_same_person_in_chinese_characters_and_in_pinyin_links_on_phone_and_birth_date(write_feed):
