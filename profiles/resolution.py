@@ -9,9 +9,10 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
    writes the keys (two cores at work instead of one);
 4. the scope: touched records, the records they share a key or a link with, and all records of the
    profiles those belong to;
-5. clustering of the scope: connected components of the links (scipy), and for the few components that break
-   a constraint (do-not-link, two different valid id numbers of one type, size cap) a greedy union-find that
-   adds links strongest first and skips any that would break one;
+5. clustering of the scope: connected components of the links (scipy), less the links that rest on contact data
+   alone between records whose given names are clearly different (a household is not a person), and for the few
+   components that break a constraint (do-not-link, two different valid resident id numbers, size cap) a greedy
+   union-find that adds links strongest first and skips any that would break one;
 6. clusters -> profiles: a cluster keeps the profile that holds most of its records, other profiles it covers
    are merged into it (and keep resolving to it), a cluster with no profile gets a new one;
 7. survivorship and lineage of every golden attribute: the winning record of each group ranked in numpy, the
