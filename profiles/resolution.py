@@ -661,6 +661,7 @@ def _scope_edges(report: ResolutionReport, touched: _Touched, scope: pa.Table, k
         duck)
     group_pairs = []
     for (rule_id, _), holders in members.items():
+        holders.sort()  # key rows come in no set order: the same pairs every run
         with_given = [h for h in holders if h in named]
         # A holder with no given name joins one named holder, not all: it must not bridge two people.
         group_pairs += [(x, y, priority_of[rule_id]) for i, x in enumerate(with_given) for y in with_given[i + 1:]]
