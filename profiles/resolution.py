@@ -756,16 +756,19 @@ def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> s
 
 
 def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """Which of the record pairs (an (n, 2) array of ids in `household_names`) have clearly different given
-    names: both present and not equal, not one an initial or prefix of the other, not the same name with family
-    and given parts run together ("ZHANGWEI"), and, unless both are written in Chinese characters, not one typo
-    apart (nor equal), given name against given name or against the other's family name (a Latin name does not say
-    which of its parts is the family name: "SINGH ELIZABETH"). One typo: a letter swapped, dropped or added (the shorter name of
-    at least 4 letters) or replaced (names of at least MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO letters): one other letter
-    in a short name makes another syllable (wei and wen, yan and yuan). Not a similarity score: siblings' names
-    share a syllable and look alike letter by letter (xiaoming and xiaohong: Jaro-Winkler 0.90). Two given names in
-    Chinese characters whose pinyin differs are different characters that sound different: an input method's slip
-    gives a homophone, of the same pinyin."""
+    """Which of the record pairs (an (n, 2) array of ids in `household_names`) have clearly different names: both
+    given names present, the names not the same letters run together ("ZHANGWEI", "ZHANG XIAO MING"), and no way
+    to lay one name over the other with given name fitting given name and family name fitting family name (a
+    missing part fits anything). A Latin name does not say which part is its family name ("ZHANG XIAOMING",
+    "SINGH ELIZABETH"), so unless both are written in Chinese characters the parts are also tried crosswise.
+
+    A given name fits an equal one, an initial or prefix of it, or, unless both are written in Chinese characters,
+    one a typo away; a family name the same without prefixes (Li is not Liu), but an initial. One typo: two letters
+    swapped, a letter dropped or added (names of 4 letters or more) or replaced (MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO
+    letters or more): one other letter in a short name makes another syllable (wei and wen, yan and yuan). Not a
+    similarity score: siblings' names share a syllable and look alike letter by letter (xiaoming and xiaohong:
+    Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are different characters that
+    sound different: an input method's slip gives a homophone, of the same pinyin."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
     duck.execute(
@@ -773,16 +776,20 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
         "list_sort(string_split(a, '')) = list_sort(string_split(b, '')) "
         f"OR least(length(a), length(b)) >= CASE WHEN length(a) = length(b) THEN {MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO:d} "
         f"ELSE 4 END), FALSE)")
+    duck.execute(
+        "CREATE OR REPLACE TEMP MACRO fits(a, b, prefixes, typos) AS a IS NULL OR b IS NULL OR a = b "
+        "OR ((prefixes OR length(a) = 1) AND starts_with(b, a)) OR ((prefixes OR length(b) = 1) AND starts_with(a, b)) "
+        "OR (typos AND one_typo_apart(a, b))")
     duck.register("household_pairs", pa.table({"position": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]}))
     apart = duck.sql(
-        "SELECT x.given IS NOT NULL AND y.given IS NOT NULL AND NOT ("
-        "starts_with(x.given, y.given) OR starts_with(y.given, x.given) "
-        "OR list_has_any([coalesce(x.family, '') || x.given, x.given || coalesce(x.family, '')], "
-        "[coalesce(y.family, '') || y.given, y.given || coalesce(y.family, '')]) "
-        "OR (NOT (x.cjk AND y.cjk) AND (one_typo_apart(x.given, y.given) OR one_typo_apart(x.given, y.family) "
-        "OR one_typo_apart(x.family, y.given)))) AS apart "
-        "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b "
-        "ORDER BY p.position"
+        "SELECT xg IS NOT NULL AND yg IS NOT NULL AND NOT ("
+        "list_has_any([coalesce(xf, '') || xg, xg || coalesce(xf, '')], [coalesce(yf, '') || yg, yg || coalesce(yf, '')]) "
+        "OR (fits(xg, yg, TRUE, typos) AND fits(xf, yf, FALSE, typos)) "
+        "OR (typos AND fits(xg, yf, FALSE, TRUE) AND fits(xf, yg, FALSE, TRUE))) AS apart "
+        "FROM (SELECT p.position, x.family AS xf, x.given AS xg, y.family AS yf, y.given AS yg, "
+        "NOT (x.cjk AND y.cjk) AS typos "
+        "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b) "
+        "ORDER BY position"
     ).to_arrow_table().column("apart")
     duck.unregister("household_pairs")
     return _as_mask(apart)

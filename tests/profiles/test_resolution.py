@@ -381,3 +381,16 @@ def test_latin_names_with_a_typo_or_in_either_order_link_and_spouses_with_other_
     identity_resolve()
     assert groups() == {frozenset({"core:C1", "card:K1"}), frozenset({"core:C2", "card:K2"}),
                         frozenset({"core:C3"}), frozenset({"card:K3"})}
+
+
+def test_names_that_share_only_a_surname_or_only_a_given_name_stay_apart(write_feed):
+    # Twins written family name first in Latin letters (the family name is not known to be the first part), and
+    # spouses with the same given name.
+    twins = {**HOUSEHOLD, "birth_date": "2001-06-01"}
+    spouses = {**HOUSEHOLD, "phone": "13912340077", "email": "home@163.com", "birth_date": "1975-01-02"}
+    load(write_feed, "core", [customer("C1", full_name="ZHANG XIAOMING", **twins),
+                              customer("C2", full_name="王丽", **spouses)])
+    load(write_feed, "card", [customer("K1", full_name="ZHANG XIAOHONG", **twins),
+                              customer("K2", family_name="李", given_name="丽", **spouses)])
+    identity_resolve()
+    assert len(groups()) == 4
