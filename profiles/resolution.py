@@ -730,9 +730,10 @@ _NAMES_SCHEMA = pa.schema([("id", pa.int64()), ("full_name", pa.string()), ("fam
 
 
 def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> set[int]:
-    """Register `household_names` (id, family, given, cjk) in DuckDB for these records: their family and given
-    names as pinyin keys (`names.name_parts`, once per distinct name), and whether the given name is written in
-    Chinese characters. Returns the ids of those with a given name."""
+    """Register `household_names` (id, family, given, cjk, ordered) in DuckDB for these records: their family and
+    given names as pinyin keys (`names.name_parts`, once per distinct name), whether the given name is written in
+    Chinese characters, and whether the record says which part is which (family and given name apart, or a name in
+    Chinese characters: family name first). Returns the ids of those with a given name."""
     if not len(ids):
         duck.register("household_names", pa.table({"id": pa.array([], pa.int64())}))
         return set()
@@ -746,12 +747,13 @@ def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> s
     for full, family, given in zip(*(named.column(name).to_pylist() for name in _NAMES_SCHEMA.names[1:])):
         if (full, family, given) not in parts:
             family_key, given_key = name_parts(full, family, given)
-            parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full))
+            parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full),
+                                          bool(family or given) or has_cjk(full))
         rows.append(parts[full, family, given])
     given_keys = pa.array([row[1] for row in rows], pa.string())
     duck.register("household_names", pa.table({
         "id": named.column("id"), "family": pa.array([row[0] for row in rows], pa.string()), "given": given_keys,
-        "cjk": pa.array([row[2] for row in rows], pa.bool_())}))
+        "cjk": pa.array([row[2] for row in rows], pa.bool_()), "ordered": pa.array([row[3] for row in rows])}))
     return set(named.column("id").filter(pc.is_valid(given_keys)).to_pylist())
 
 
@@ -763,7 +765,9 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
     "SINGH ELIZABETH"), so unless both are written in Chinese characters the parts are also tried crosswise.
 
     A given name fits an equal one, an initial or prefix of it, or, unless both are written in Chinese characters,
-    one a typo away; a family name the same without prefixes (Li is not Liu), but an initial. One typo: two letters
+    one a typo away; a family name the same without prefixes (Li is not Liu), but an initial, or one a typo away;
+    where both records say which part is the family name, any one letter (李 typed 季; 曾 read ceng, written Zeng).
+    One typo: two letters
     swapped, a letter dropped or added (names of 4 letters or more) or replaced (MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO
     letters or more): one other letter in a short name makes another syllable (wei and wen, yan and yuan). Not a
     similarity score: siblings' names share a syllable and look alike letter by letter (xiaoming and xiaohong:
@@ -784,10 +788,11 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
     apart = duck.sql(
         "SELECT xg IS NOT NULL AND yg IS NOT NULL AND NOT ("
         "list_has_any([coalesce(xf, '') || xg, xg || coalesce(xf, '')], [coalesce(yf, '') || yg, yg || coalesce(yf, '')]) "
-        "OR (fits(xg, yg, TRUE, typos) AND fits(xf, yf, FALSE, typos)) "
+        "OR (fits(xg, yg, TRUE, typos) AND (fits(xf, yf, FALSE, typos) "
+        "OR (ordered AND coalesce(damerau_levenshtein(xf, yf) <= 1, FALSE)))) "
         "OR (typos AND fits(xg, yf, FALSE, TRUE) AND fits(xf, yg, FALSE, TRUE))) AS apart "
         "FROM (SELECT p.position, x.family AS xf, x.given AS xg, y.family AS yf, y.given AS yg, "
-        "NOT (x.cjk AND y.cjk) AS typos "
+        "NOT (x.cjk AND y.cjk) AS typos, x.ordered AND y.ordered AS ordered "
         "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b) "
         "ORDER BY position"
     ).to_arrow_table().column("apart")

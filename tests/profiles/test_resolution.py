@@ -335,12 +335,19 @@ def test_twins_sharing_phone_email_birth_date_and_surname_stay_apart(write_feed,
 
 
 def test_the_same_person_in_chinese_characters_and_in_pinyin_links_on_phone_and_birth_date(write_feed):
-    load(write_feed, "core", [customer("C1", full_name="张伟", phone="13912340002", birth_date="1980-03-04")])
+    load(write_feed, "core", [customer("C1", full_name="张伟", phone="13912340002", birth_date="1980-03-04"),
+                              customer("C2", full_name="曾斌", phone="13912340003", birth_date="1953-10-11"),
+                              customer("C3", full_name="李伟", phone="13912340004", birth_date="1966-05-06")])
     load(write_feed, "card", [customer("K1", full_name="ZHANG WEI", phone="139 1234 0002", birth_date="1980-03-04"),
                               customer("K2", family_name="Zhang", given_name="Wie", phone="13912340002",
-                                       birth_date="1980-03-04")])  # a typo
+                                       birth_date="1980-03-04"),  # a typo
+                              customer("K3", family_name="Zeng", given_name="Bin", phone="13912340003",
+                                       birth_date="1953-10-11"),  # pinyin reads 曾 "ceng" outside names
+                              customer("K4", family_name="季", given_name="伟", phone="13912340004",
+                                       birth_date="1966-05-06")])  # 李 mistyped
     identity_resolve()
-    assert groups() == {frozenset({"core:C1", "card:K1", "card:K2"})}
+    assert groups() == {frozenset({"core:C1", "card:K1", "card:K2"}), frozenset({"core:C2", "card:K3"}),
+                        frozenset({"core:C3", "card:K4"})}
 
 
 def test_a_holder_without_a_given_name_does_not_join_two_people(write_feed):
