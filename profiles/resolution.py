@@ -765,14 +765,13 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
     "SINGH ELIZABETH"), so unless both are written in Chinese characters the parts are also tried crosswise.
 
     A given name fits an equal one, an initial or prefix of it, or, unless both are written in Chinese characters,
-    one a typo away; a family name the same without prefixes (Li is not Liu), but an initial, or one a typo away;
-    where both records say which part is the family name, any one letter (李 typed 季; 曾 read ceng, written Zeng).
-    One typo: two letters
-    swapped, a letter dropped or added (names of 4 letters or more) or replaced (MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO
-    letters or more): one other letter in a short name makes another syllable (wei and wen, yan and yuan). Not a
-    similarity score: siblings' names share a syllable and look alike letter by letter (xiaoming and xiaohong:
-    Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are different characters that
-    sound different: an input method's slip gives a homophone, of the same pinyin."""
+    one a typo away; a family name the same one or an initial, likewise one a typo away, but no prefix (Li is not
+    Liu); where both records say which part is the family name, one any letter apart (李 typed 季; 曾 read ceng,
+    written Zeng). One typo: two letters swapped, a letter dropped or added (names of 4 letters or more) or replaced
+    (MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO letters or more): one other letter in a short name makes another syllable (wei
+    and wen, yan and yuan). Not a similarity score: siblings' names share a syllable and look alike letter by letter
+    (xiaoming and xiaohong: Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are
+    different characters that sound different: an input method's slip gives a homophone, of the same pinyin."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
     duck.execute(
