@@ -167,6 +167,13 @@ def _fixed_width_digits(values: pa.Array, width: int) -> np.ndarray:
     return data[offsets[0]:offsets[0] + width * len(copy)].reshape(len(copy), width)
 
 
+def _real_dates(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
+    month_days = np.array((0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31))[np.clip(month, 0, 12)] + (
+        (month == 2) & leap)
+    return (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+
+
 def _cn_resident_valid(numbers: pa.Array, today: date) -> np.ndarray:
     """normalize.is_valid_cn_resident_id of upper-case ASCII alphanumerics, vectorised."""
     valid = np.zeros(len(numbers), dtype=bool)
@@ -179,14 +186,32 @@ def _cn_resident_valid(numbers: pa.Array, today: date) -> np.ndarray:
     year = digits[:, 6] * 1000 + digits[:, 7] * 100 + digits[:, 8] * 10 + digits[:, 9]
     month = digits[:, 10] * 10 + digits[:, 11]
     day = digits[:, 12] * 10 + digits[:, 13]
-    leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
-    month_days = np.array((0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31))[np.clip(month, 0, 12)] + (
-        (month == 2) & leap)
-    real = (month >= 1) & (month <= 12) & (day >= 1) & (day <= month_days)
+    real = _real_dates(year, month, day)
     ordinal = year * 10_000 + month * 100 + day
     in_range = (year >= n._CN_ID_EARLIEST_YEAR) & (ordinal <= today.year * 10_000 + today.month * 100 + today.day)
     valid[candidates] = check & real & in_range
     return valid
+
+
+def _from_legacy_cn_resident(numbers: pa.Array, eligible: np.ndarray) -> pa.Array:
+    """normalize.cn_resident_id_from_legacy of the `eligible` upper-case ASCII alphanumerics, vectorised: a
+    15-digit number with a real 19YYMMDD date becomes its 18-character form; any other value is kept."""
+    rows = np.flatnonzero(eligible & as_mask(pc.match_substring_regex(numbers, r"^[0-9]{15}$")))
+    if len(rows) == 0:
+        return numbers
+    digits = _fixed_width_digits(pc.take(numbers, pa.array(rows)), 15).astype(np.int64) - 48
+    real = _real_dates(1900 + digits[:, 6] * 10 + digits[:, 7], digits[:, 8] * 10 + digits[:, 9],
+                       digits[:, 10] * 10 + digits[:, 11])
+    rows, digits = rows[real], digits[real]
+    if len(rows) == 0:
+        return numbers
+    body = np.concatenate([digits[:, :6], np.tile([1, 9], (len(rows), 1)), digits[:, 6:]], axis=1)
+    chars = np.concatenate([(body + 48).astype(np.uint8), _CN_ID_CHECK[(body @ _CN_ID_WEIGHTS) % 11, None]], axis=1)
+    offsets = np.arange(0, 18 * len(rows) + 1, 18, dtype=np.int32)
+    converted = pa.StringArray.from_buffers(len(rows), pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
+    replaced = np.zeros(len(numbers), dtype=bool)
+    replaced[rows] = True
+    return pc.replace_with_mask(numbers, pa.array(replaced), converted)
 
 
 def luhn_valid(digits: pa.Array) -> np.ndarray:
@@ -340,10 +365,12 @@ def _id_number(chunk: Chunk, hasher: KeyedHasher, today: date) -> tuple[pa.Array
         _same_char(without_check) | (as_mask(pc.match_substring_regex(body, r"^[0-9]+$"))
                                      & as_mask(pc.is_in(body, value_set=_ID_RUN_PREFIXES))))
     usable = shaped & ~placeholder & ~empty
-    cn_valid = _cn_resident_valid(number, today) & usable
     given = given_type.to_numpy(zero_copy_only=False)
     is_passport, is_cn, no_type = given == "PASSPORT", given == "CN_RESIDENT", pc.is_null(given_type).to_numpy(
         zero_copy_only=False)
+    number = _from_legacy_cn_resident(number, usable & (is_cn | no_type))
+    lengths = pc.utf8_length(number).to_numpy(zero_copy_only=False)
+    cn_valid = _cn_resident_valid(number, today) & usable
     passport_ok = as_mask(pc.match_substring_regex(number, r"^[A-Z0-9]{5,20}$"))
     valid = np.where(is_passport, passport_ok, np.where(is_cn, cn_valid, cn_valid | (lengths >= 4))) & usable
     id_type = pc.if_else(pa.array(usable & no_type), pa.array(np.where(cn_valid, "CN_RESIDENT", "OTHER"), STRING),

@@ -23,10 +23,10 @@ from django.utils import timezone
 
 __all__ = [
     "PLACEHOLDER_EMAILS", "PLACEHOLDER_EMAIL_DOMAINS", "PLACEHOLDER_EMAIL_LOCAL_PARTS", "PLACEHOLDER_ID_NUMBERS",
-    "PLACEHOLDER_NAMES", "PLACEHOLDER_PHONES", "PLACEHOLDER_VALUES", "RowRejected", "compose_full_name",
-    "fold_width", "is_luhn_valid", "is_placeholder", "is_valid_cn_resident_id", "keyed_hash", "mask_email",
-    "mask_id_number", "mask_name", "mask_phone", "name_match_key", "normalize_customer_row", "normalize_email",
-    "normalize_id_number", "normalize_name", "normalize_phone", "redact_raw_row", "tokenize_pan",
+    "PLACEHOLDER_NAMES", "PLACEHOLDER_PHONES", "PLACEHOLDER_VALUES", "RowRejected", "cn_resident_id_from_legacy",
+    "compose_full_name", "fold_width", "is_luhn_valid", "is_placeholder", "is_valid_cn_resident_id", "keyed_hash",
+    "mask_email", "mask_id_number", "mask_name", "mask_phone", "name_match_key", "normalize_customer_row",
+    "normalize_email", "normalize_id_number", "normalize_name", "normalize_phone", "redact_raw_row", "tokenize_pan",
 ]
 
 
@@ -336,6 +336,20 @@ def is_valid_cn_resident_id(number: str) -> bool:
     return _CN_ID_EARLIEST_YEAR <= born.year and born <= date.today()
 
 
+def cn_resident_id_from_legacy(number: str) -> str | None:
+    """The 18-character form of a first-generation (GB 11643-1989) 15-digit resident id, or None if `number` is
+    not one: 6-digit area, YYMMDD birth date of the 1900s, 3-digit sequence; the century "19" goes before the
+    year and the check character is computed. A number whose date does not exist is not converted."""
+    if len(number) != 15 or not number.isascii() or not number.isdigit():
+        return None
+    try:
+        date(1900 + int(number[6:8]), int(number[8:10]), int(number[10:12]))
+    except ValueError:
+        return None
+    body = number[:6] + "19" + number[6:]
+    return body + _CN_ID_CHECK[(sum(map(mul, body.encode(), _CN_ID_WEIGHTS)) - _CN_ID_ASCII_OFFSET) % 11]
+
+
 def _normalise_id(raw: str) -> str:
     s = raw if raw.isascii() else raw.translate(_WIDTH_TABLE)
     return "".join(s.split()).upper()
@@ -360,6 +374,8 @@ def normalize_id_number(raw: str | None, id_type: str | None) -> tuple[str | Non
     if _is_placeholder_id(n):
         return n, False
     kind = id_type.strip().upper() if id_type else None
+    if kind in (None, "CN_RESIDENT"):
+        n = cn_resident_id_from_legacy(n) or n
     if kind == "CN_RESIDENT":
         return n, is_valid_cn_resident_id(n)
     if kind == "PASSPORT":
@@ -659,6 +675,8 @@ def id_number_values(raw: str, id_type: str | None) -> tuple[str | None, str | N
         raise RowRejected(f"id_number: longer than {_MAX_LEN['id_number']} characters "
                           f"({mask_id_number(n[:_MAX_LEN['id_number']])}...)")
     warning = None
+    if id_type in (None, "CN_RESIDENT"):
+        n = cn_resident_id_from_legacy(n) or n
     if id_type is None:
         id_valid = is_valid_cn_resident_id(n)
         id_type = "CN_RESIDENT" if id_valid else "OTHER"

@@ -9,9 +9,10 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
    writes the keys (two cores at work instead of one);
 4. the scope: touched records, the records they share a key or a link with, and all records of the
    profiles those belong to;
-5. clustering of the scope: connected components of the links (scipy), and for the few components that break
-   a constraint (do-not-link, two different valid id numbers of one type, size cap) a greedy union-find that
-   adds links strongest first and skips any that would break one;
+5. clustering of the scope: connected components of the links (scipy), less the links that rest on contact data
+   alone between records whose given names are clearly different (a household is not a person), and for the few
+   components that break a constraint (do-not-link, two different valid resident id numbers, size cap) a greedy
+   union-find that adds links strongest first and skips any that would break one;
 6. clusters -> profiles: a cluster keeps the profile that holds most of its records, other profiles it covers
    are merged into it (and keep resolving to it), a cluster with no profile gets a new one;
 7. survivorship and lineage of every golden attribute: the winning record of each group ranked in numpy, the
@@ -40,6 +41,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from . import identity_model, probabilistic, sql
+from .names import has_cjk, name_parts
 from .models import (
     CustomerProfile, DoNotLink, FeedBatch, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
@@ -69,6 +71,17 @@ IDENTIFIER_SQL = {
     "city": "r.city",
     "gender": "CASE WHEN r.gender IN ('M', 'F') THEN r.gender END",
 }
+# Id types of which a person holds one number for life, so two valid numbers of one type are two people. A
+# passport is renewed under a new number; an OTHER number has no check character, so a typo passes for another
+# valid number (and permits, too, are reissued): neither keeps records apart.
+EXCLUSIVE_ID_TYPES = ("CN_RESIDENT",)
+# A shared phone, e-mail or address is evidence of a household as much as of a person: a rule resting on one of
+# them and on no personal identifier (and a probabilistic link between records sharing no id number or CIF)
+# does not link two records whose given names are clearly different (`_household_pairs`).
+CONTACT_IDENTIFIERS = ("phone", "email", "postcode", "city")
+PERSONAL_IDENTIFIERS = ("id_number", "core_cif")
+# Given names (pinyin keys) at least this long may be one name with one letter replaced.
+MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO = 5
 # Identifiers that point at one person by themselves, so one shared too widely (a branch phone) is suppressed.
 GUARDED_IDENTIFIERS = ("id_number", "core_cif", "phone", "email")
 
@@ -110,6 +123,7 @@ class ResolutionReport:
     possible_duplicates: int = 0
     suppressed_identifiers: int = 0
     constrained_clusters: int = 0
+    household_links_withheld: int = 0  # links on contact data alone between records with different given names
     # The model that scored the probabilistic tier, and how: "prior", "stored" or "trained" (in this run); why
     # a model was trained, or why the trained one was kept. None / "": the tier scored nothing.
     model_id: int | None = None
@@ -220,7 +234,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
                 groups = _key_groups(keys, duck)
             report.scope_records = scope.num_rows
             timer.lap("scope")
-            labels = _cluster_scope(report, touched, scope, keys, groups)
+            labels = _cluster_scope(report, touched, scope, keys, groups, duck)
         timer.lap("cluster")
         # Before the first profile exists nobody reads records by profile: first writes rebuild their indexes.
         first_profiles = not CustomerProfile.objects.exists()
@@ -672,14 +686,18 @@ def _scope_keys() -> dict[str, np.ndarray]:
     )
 
 
-def _scope_edges(touched: _Touched, keys: dict, groups: dict) -> dict[str, np.ndarray]:
-    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links."""
-    rules = sql.fetch_int64_columns(f"SELECT id, priority FROM {T_RULE}")
-    priority_of = np.zeros(int(rules["id"].max(initial=0)) + 1, dtype=np.int64)
-    priority_of[rules["id"]] = rules["priority"]
+def _scope_edges(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
+                 duck: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+    """Edges among scope records as (a, b, rank): a star per (rule, key) group, then links; less the links that
+    rest on contact data alone between records whose given names are clearly different (`_household_pairs`)."""
+    rules = list(MatchRule.objects.values_list("id", "priority", "fields"))
+    size = max((rule_id for rule_id, _, _ in rules), default=0) + 1
+    priority_of, rests_on_contact = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=bool)
+    for rule_id, priority, fields in rules:
+        priority_of[rule_id] = priority
+        rests_on_contact[rule_id] = bool(set(fields) & set(CONTACT_IDENTIFIERS)) and not (
+            set(fields) & set(PERSONAL_IDENTIFIERS))
     star = keys["record_id"] != groups["anchor"]
-    anchor = groups["anchor"][star]
-    key_rank = priority_of[keys["rule_id"][star]]
     in_scope = "1 = 1" if touched.everything else (
         "l.record_a_id IN (SELECT record_id FROM resolve_scope) AND l.record_b_id IN (SELECT record_id FROM resolve_scope)")
     links = sql.fetch_int64_columns(
@@ -687,22 +705,177 @@ def _scope_edges(touched: _Touched, keys: dict, groups: dict) -> dict[str, np.nd
         f"ELSE {PROBABILISTIC_LINK_RANK} + CAST((1 - COALESCE(l.probability, 1)) * 1000 AS INTEGER) END AS rank "
         f"FROM {T_LINK} l WHERE {in_scope}"
     )
-    return {"a": np.concatenate([keys["record_id"][star], links["a"]]), "b": np.concatenate([anchor, links["b"]]),
-            "rank": np.concatenate([key_rank, links["rank"]])}
+    record_ids = _int64(scope.column("id"))
+    holder_at, anchor_at = _positions(record_ids, keys["record_id"]), _positions(record_ids, groups["anchor"])
+    a_at, b_at = _positions(record_ids, links["a"]), _positions(record_ids, links["b"])
+    on_contact = star & rests_on_contact[keys["rule_id"]]
+    on_contact_links = (links["rank"] >= PROBABILISTIC_LINK_RANK) & ~_share_an_id(scope, a_at, b_at)
+    # Records that firmer evidence already puts together need no look at their names: a link between them changes
+    # no profile. Only the few links across the firm groups are looked at.
+    firm_star = star & ~on_contact
+    firm = _component_labels(len(record_ids), np.concatenate([holder_at[firm_star], a_at[~on_contact_links]]),
+                             np.concatenate([anchor_at[firm_star], b_at[~on_contact_links]]))
+    in_mixed, members = _mixed_key_groups(scope, keys, groups, holder_at, anchor_at,
+                                          rests_on_contact[keys["rule_id"]], on_contact, firm)
+    doubted_links = np.flatnonzero(on_contact_links)
+    doubted_links = doubted_links[firm[a_at[doubted_links]] != firm[b_at[doubted_links]]]
+
+    named = _register_given_names(
+        np.unique(np.concatenate([keys["record_id"][in_mixed], links["a"][doubted_links], links["b"][doubted_links]])),
+        duck)
+    group_pairs = []
+    for (rule_id, _), holders in members.items():
+        holders.sort()  # key rows come in no set order: the same pairs every run
+        with_given = [h for h in holders if h in named]
+        # A holder with no given name joins one named holder, not all: it must not bridge two people.
+        group_pairs += [(x, y, priority_of[rule_id]) for i, x in enumerate(with_given) for y in with_given[i + 1:]]
+        group_pairs += [(h, with_given[0] if with_given else holders[0], priority_of[rule_id])
+                        for h in holders if h not in named and (with_given or h != holders[0])]
+    group_pairs = np.array(group_pairs, dtype=np.int64).reshape(-1, 3)
+    apart = _household_pairs(np.concatenate([
+        group_pairs[:, :2], np.stack([links["a"][doubted_links], links["b"][doubted_links]], axis=1)]), duck)
+    duck.unregister("household_names")
+    report.household_links_withheld = int(apart.sum())
+    kept_links = np.ones(len(links["a"]), dtype=bool)
+    kept_links[doubted_links[apart[len(group_pairs):]]] = False
+    group_pairs = group_pairs[~apart[:len(group_pairs)]]
+    kept_star = star & ~in_mixed
+    return {
+        "a": np.concatenate([keys["record_id"][kept_star], group_pairs[:, 0], links["a"][kept_links]]),
+        "b": np.concatenate([groups["anchor"][kept_star], group_pairs[:, 1], links["b"][kept_links]]),
+        "rank": np.concatenate([priority_of[keys["rule_id"][kept_star]], group_pairs[:, 2], links["rank"][kept_links]]),
+    }
 
 
-def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict,
-                   groups: dict) -> np.ndarray:
+def _share_an_id(scope: pa.Table, a_at: np.ndarray, b_at: np.ndarray) -> np.ndarray:
+    """Per pair of scope positions: whether the records share a valid id number (of one type) or a CIF."""
+    a, b = (scope.select(["id_valid", "id_type", "id_number_hash", "cif_ref"]).take(at) for at in (a_at, b_at))
+    same = lambda name: _as_mask(pc.equal(a.column(name), b.column(name)))  # noqa: E731
+    return (_as_mask(a.column("id_valid")) & _as_mask(b.column("id_valid")) & same("id_type")
+            & same("id_number_hash")) | same("cif_ref")
+
+
+def _component_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The connected component of each of n positions under the edges (a, b)."""
+    return connected_components(coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n)),
+                                directed=False)[1]
+
+
+def _mixed_key_groups(scope: pa.Table, keys: dict, groups: dict, holder_at: np.ndarray, anchor_at: np.ndarray,
+                      of_contact_rule: np.ndarray, on_contact: np.ndarray,
+                      firm: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int], list[int]]]:
+    """The (rule, key) groups of contact rules in which a holder outside the anchor's firm group has another name
+    than the anchor (or the anchor has none, so that it does not join two named holders): a mask of their key rows,
+    and their holders by (rule, anchor). Their stars give way to the pairs of holders with compatible names.
+    `holder_at` and `anchor_at`: each key row's record and anchor as scope positions."""
+    rows = np.flatnonzero(on_contact)
+    rows = rows[firm[holder_at[rows]] != firm[anchor_at[rows]]]
+    name_key = scope.column("name_key")
+    holder_name, anchor_name = name_key.take(holder_at[rows]), name_key.take(anchor_at[rows])
+    rows = rows[_as_mask(pc.not_equal(holder_name, anchor_name))
+                | (_as_mask(pc.is_null(anchor_name)) & _as_mask(pc.is_valid(holder_name)))]
+    mixed = set(zip(keys["rule_id"][rows].tolist(), groups["anchor"][rows].tolist()))
+    # The key rows of contact rules whose anchor is one of those (among them the anchors' own).
+    mixed_anchor = np.zeros(len(firm), dtype=bool)
+    mixed_anchor[anchor_at[rows]] = True
+    maybe = np.flatnonzero(of_contact_rule & mixed_anchor[anchor_at])
+    in_mixed = np.zeros(len(on_contact), dtype=bool)
+    members: dict[tuple[int, int], list[int]] = {}
+    for row, rule_id, anchor_id, record_id in zip(maybe.tolist(), keys["rule_id"][maybe].tolist(),
+                                                  groups["anchor"][maybe].tolist(), keys["record_id"][maybe].tolist()):
+        if (rule_id, anchor_id) in mixed:
+            in_mixed[row] = True
+            members.setdefault((rule_id, anchor_id), []).append(record_id)
+    return in_mixed, members
+
+
+_NAMES_SCHEMA = pa.schema([("id", pa.int64()), ("full_name", pa.string()), ("family_name", pa.string()),
+                           ("given_name", pa.string())])
+
+
+def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> set[int]:
+    """Register `household_names` (id, family, given, cjk, ordered) in DuckDB for these records: their family and
+    given names as pinyin keys (`names.name_parts`, once per distinct name), whether the given name is written in
+    Chinese characters, and whether the record says which part is which (family and given name apart, or a name in
+    Chinese characters: family name first). Returns the ids of those with a given name."""
+    if not len(ids):
+        duck.register("household_names", pa.table({"id": pa.array([], pa.int64())}))
+        return set()
+    sql.create_temp_table("resolve_named", "record_id BIGINT")
+    sql.bulk_insert_arrays("resolve_named", {"record_id": ids})
+    named = sql.fetch_arrow(f"SELECT r.id, r.full_name, r.family_name, r.given_name FROM {T_RECORD} r "
+                            f"JOIN resolve_named n ON n.record_id = r.id", _NAMES_SCHEMA)
+    sql.drop_temp_table("resolve_named")
+    parts: dict[tuple, tuple] = {}
+    rows = []
+    for full, family, given in zip(*(named.column(name).to_pylist() for name in _NAMES_SCHEMA.names[1:])):
+        if (full, family, given) not in parts:
+            family_key, given_key = name_parts(full, family, given)
+            parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full),
+                                          bool(family or given) or has_cjk(full))
+        rows.append(parts[full, family, given])
+    given_keys = pa.array([row[1] for row in rows], pa.string())
+    duck.register("household_names", pa.table({
+        "id": named.column("id"), "family": pa.array([row[0] for row in rows], pa.string()), "given": given_keys,
+        "cjk": pa.array([row[2] for row in rows], pa.bool_()), "ordered": pa.array([row[3] for row in rows])}))
+    return set(named.column("id").filter(pc.is_valid(given_keys)).to_pylist())
+
+
+def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """Which of the record pairs (an (n, 2) array of ids in `household_names`) have clearly different names: both
+    given names present, the names not the same letters run together ("ZHANGWEI", "ZHANG XIAO MING"), and no way
+    to lay one name over the other with given name fitting given name and family name fitting family name (a
+    missing part fits anything). A Latin name does not say which part is its family name ("ZHANG XIAOMING",
+    "SINGH ELIZABETH"), so unless both are written in Chinese characters the parts are also tried crosswise.
+
+    A given name fits an equal one, an initial or prefix of it, or, unless both are written in Chinese characters,
+    one a typo away; a family name the same one or an initial, likewise one a typo away, but no prefix (Li is not
+    Liu); where both records say which part is the family name, one any letter apart (李 typed 季; 曾 read ceng,
+    written Zeng). One typo: two letters swapped, a letter dropped or added (names of 4 letters or more) or replaced
+    (MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO letters or more): one other letter in a short name makes another syllable (wei
+    and wen, yan and yuan). Not a similarity score: siblings' names share a syllable and look alike letter by letter
+    (xiaoming and xiaohong: Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are
+    different characters that sound different: an input method's slip gives a homophone, of the same pinyin."""
+    if not len(pairs):
+        return np.zeros(0, dtype=bool)
+    duck.execute(
+        "CREATE OR REPLACE TEMP MACRO one_typo_apart(a, b) AS coalesce(damerau_levenshtein(a, b) <= 1 AND ("
+        "list_sort(string_split(a, '')) = list_sort(string_split(b, '')) "
+        f"OR least(length(a), length(b)) >= CASE WHEN length(a) = length(b) THEN {MIN_GIVEN_NAME_LENGTH_FOR_A_TYPO:d} "
+        f"ELSE 4 END), FALSE)")
+    duck.execute(
+        "CREATE OR REPLACE TEMP MACRO fits(a, b, prefixes, typos) AS a IS NULL OR b IS NULL OR a = b "
+        "OR ((prefixes OR length(a) = 1) AND starts_with(b, a)) OR ((prefixes OR length(b) = 1) AND starts_with(a, b)) "
+        "OR (typos AND one_typo_apart(a, b))")
+    duck.register("household_pairs", pa.table({"position": np.arange(len(pairs)), "a": pairs[:, 0], "b": pairs[:, 1]}))
+    apart = duck.sql(
+        "SELECT xg IS NOT NULL AND yg IS NOT NULL AND NOT ("
+        "list_has_any([coalesce(xf, '') || xg, xg || coalesce(xf, '')], [coalesce(yf, '') || yg, yg || coalesce(yf, '')]) "
+        "OR (fits(xg, yg, TRUE, typos) AND (fits(xf, yf, FALSE, typos) "
+        "OR (ordered AND coalesce(damerau_levenshtein(xf, yf) <= 1, FALSE)))) "
+        "OR (typos AND fits(xg, yf, FALSE, TRUE) AND fits(xf, yg, FALSE, TRUE))) AS apart "
+        "FROM (SELECT p.position, x.family AS xf, x.given AS xg, y.family AS yf, y.given AS yg, "
+        "NOT (x.cjk AND y.cjk) AS typos, x.ordered AND y.ordered AS ordered "
+        "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b) "
+        "ORDER BY position"
+    ).to_arrow_table().column("apart")
+    duck.unregister("household_pairs")
+    return _as_mask(apart)
+
+
+def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table, keys: dict, groups: dict,
+                   duck: duckdb.DuckDBPyConnection) -> np.ndarray:
     """A cluster label for each scope record (in id order), honouring every constraint."""
     record_ids = _int64(scope.column("id"))
     n = len(record_ids)
-    edges = _scope_edges(touched, keys, groups)
+    edges = _scope_edges(report, touched, scope, keys, groups, duck)
     a, b = _positions(record_ids, edges["a"]), _positions(record_ids, edges["b"])
     graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
 
-    # Valid id numbers as integer codes: (position in scope, id type, id number).
-    valid = scope.column("id_valid").to_numpy(zero_copy_only=False)
+    # Valid numbers of the id types one person holds one of, as integer codes: (position in scope, type, number).
+    valid = pc.fill_null(pc.and_(scope.column("id_valid"), pc.is_in(
+        scope.column("id_type"), value_set=pa.array(EXCLUSIVE_ID_TYPES))), False).to_numpy(zero_copy_only=False)
     valid_at = np.flatnonzero(valid)
     id_type = _codes(pc.filter(scope.column("id_type"), pa.array(valid)))
     id_hash = _codes(pc.filter(scope.column("id_number_hash"), pa.array(valid)))
@@ -727,6 +900,11 @@ def _positions(record_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     position_of = np.empty(int(record_ids[-1]) - base + 1, dtype=np.int64)
     position_of[record_ids - base] = np.arange(len(record_ids))
     return position_of[ids - base]
+
+
+def _as_mask(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A boolean column as a numpy mask, null as False."""
+    return np.asarray(pc.fill_null(column, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _codes(column: pa.ChunkedArray) -> np.ndarray:

@@ -396,6 +396,7 @@ def test_bad_filters_are_json_400s_not_500s(api_client, crowd, query):
 @pytest.mark.parametrize("query", [
     "source=core&key=CIF001", "source=card&key=CARD9", "phone=139 1287 5634", "phone=%2B86-139-1287-5634",
     "email=Zhang.Wei@Example.COM", f"id_number={ID_NUMBER.lower()}", f"id_number={ID_NUMBER}&id_type=CN_RESIDENT",
+    f"id_number={ID_NUMBER[:6] + ID_NUMBER[8:17]}",  # its 15-digit first-generation form
 ])
 def test_lookup_finds_the_profile_by_normalised_identifier(api_client, zhang, query):
     response = api_client(scopes=READ).get(f"/api/v1/profiles/lookup/?{query}")

@@ -235,6 +235,30 @@ def test_invalid_resident_id_is_counted_in_the_batch_and_never_links_records(wri
     assert records["C3"].profile_id == records["C4"].profile_id  # same valid id: one customer
 
 
+# The first-generation form of RESIDENT_ID: no century, no check character.
+LEGACY_RESIDENT_ID = RESIDENT_ID[:6] + RESIDENT_ID[8:17]
+
+
+def test_a_15_digit_legacy_resident_id_becomes_its_18_digit_form():
+    assert len(LEGACY_RESIDENT_ID) == 15
+    assert normalize_id_number(LEGACY_RESIDENT_ID, "CN_RESIDENT") == (RESIDENT_ID, True)
+    assert normalize_id_number(LEGACY_RESIDENT_ID, None) == (RESIDENT_ID, True)
+    legacy, current = row(id_type="CN_RESIDENT", id_number=LEGACY_RESIDENT_ID), row(id_number=RESIDENT_ID)
+    assert (legacy["id_type"], legacy["id_valid"], legacy["warnings"]) == ("CN_RESIDENT", True, [])
+    assert legacy["id_number_hash"] == current["id_number_hash"]  # matched as the 18-digit number
+    assert legacy["id_number_masked"] == RESIDENT_ID[:3] + "*" * 11 + RESIDENT_ID[-4:]
+    # typed as another kind of document, the number is not a resident id and stays as written
+    assert normalize_id_number(LEGACY_RESIDENT_ID, "OTHER") == (LEGACY_RESIDENT_ID, True)
+
+
+def test_a_15_digit_resident_id_with_an_impossible_date_stays_invalid():
+    feb_30 = LEGACY_RESIDENT_ID[:8] + "0230" + LEGACY_RESIDENT_ID[12:]
+    assert normalize_id_number(feb_30, "CN_RESIDENT") == (feb_30, False)
+    invalid = row(id_type="CN_RESIDENT", id_number=feb_30)
+    assert (invalid["id_valid"], invalid["warnings"]) == (False, ["invalid_id_checksum"])
+    assert invalid["id_number_masked"] == feb_30[:3] + "*" * 8 + feb_30[-4:]
+
+
 @pytest.mark.parametrize("raw, id_type, expected", [
     ("e12345678", "PASSPORT", ("E12345678", True)),
     (" G 1234 5678 ", "PASSPORT", ("G12345678", True)),

@@ -225,3 +225,35 @@ def test_a_delta_that_changes_a_probabilistically_linked_record_keeps_it_in_its_
     assert report.records_resolved == 1
     assert record("PM2").email == "ouyang.xm@example.cn"
     assert record("PM1").profile_id == record("PM2").profile_id == profile
+
+
+# Households: each pair shares a home and its contact data, and is two people (different given names and birth
+# dates). The model alone would link them (same surname, phone, e-mail, address, postcode and city).
+HOME = {"address": "上海市徐汇区漕溪北路88号", "city": "上海市", "postcode": "200030"}
+PARENT_AND_CHILD = (
+    customer("HP1", full_name="王建国", gender="M", birth_date="1958-02-03", phone="13912340011",
+             email="wjg58@163.com", **HOME),
+    customer("HP2", family_name="王", given_name="小军", gender="M", birth_date="1986-09-10", phone="13912340011",
+             email="wjg58@163.com", **HOME),
+)
+SPOUSES = (
+    customer("HS1", full_name="陈丽", gender="F", birth_date="1979-05-06", phone="13912340021",
+             email="chen.home@163.com", **HOME),
+    customer("HS2", family_name="陈", given_name="刚", gender="M", birth_date="1978-11-20", phone="13912340021",
+             email="chen.home@163.com", **HOME),
+)
+
+
+def test_parent_and_child_or_spouses_sharing_contact_data_stay_apart(write_feed, tmp_path):
+    sample = tmp_path / "sample"
+    generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
+    for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
+        load(source, sample / name)
+    households = (PARENT_AND_CHILD, SPOUSES)
+    load("core", write_feed([first for first, _ in households]))
+    load("card", write_feed([second for _, second in households]))
+    identity_resolve()
+
+    assert record("HP1").profile_id != record("HP2").profile_id
+    assert record("HS1").profile_id != record("HS2").profile_id
+    assert record("HP1").profile.record_count == record("HS1").profile.record_count == 1

@@ -318,3 +318,89 @@ def test_survivorship_takes_a_valid_id_number_before_one_from_a_better_source(wr
     assert (profile.record_count, profile.id_number_hash) == (2, card.id_number_hash)
     lineage = {l.attribute: l.record.customer_key for l in profile_lineage(profile=profile)}
     assert (lineage["id_number"], lineage["name"]) == ("K1", "C1")
+
+
+# --- households are not people -----------------------------------------------------------------------------
+
+HOUSEHOLD = {"phone": "13912340001", "address": "上海市徐汇区漕溪北路88号", "city": "上海市", "postcode": "200030"}
+
+
+@pytest.mark.parametrize("in_turn", [False, True], ids=["together", "in_turn"])
+def test_twins_sharing_phone_email_birth_date_and_surname_stay_apart(write_feed, in_turn):
+    twins = {**HOUSEHOLD, "email": "zhang.family@163.com", "birth_date": "2001-06-01"}
+    load(write_feed, "core", [customer("C1", full_name="张晓明", **twins), customer("C2", full_name="张晓红", **twins)])
+    if in_turn:  # the card record then arrives in a delta, beside resolved profiles
+        identity_resolve()
+    load(write_feed, "card", [customer("K1", family_name="ZHANG", given_name="XIAOHONG", **twins)])
+    report = identity_resolve()
+    assert groups() == {frozenset({"core:C1"}), frozenset({"core:C2", "card:K1"})}
+    assert report.household_links_withheld == 2  # C1 with C2, C1 with K1
+
+
+def test_the_same_person_in_chinese_characters_and_in_pinyin_links_on_phone_and_birth_date(write_feed):
+    load(write_feed, "core", [customer("C1", full_name="张伟", phone="13912340002", birth_date="1980-03-04"),
+                              customer("C2", full_name="曾斌", phone="13912340003", birth_date="1953-10-11"),
+                              customer("C3", full_name="李伟", phone="13912340004", birth_date="1966-05-06")])
+    load(write_feed, "card", [customer("K1", full_name="ZHANG WEI", phone="139 1234 0002", birth_date="1980-03-04"),
+                              customer("K2", family_name="Zhang", given_name="Wie", phone="13912340002",
+                                       birth_date="1980-03-04"),  # a typo
+                              customer("K3", family_name="Zeng", given_name="Bin", phone="13912340003",
+                                       birth_date="1953-10-11"),  # pinyin reads 曾 "ceng" outside names
+                              customer("K4", family_name="季", given_name="伟", phone="13912340004",
+                                       birth_date="1966-05-06")])  # 李 mistyped
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1", "card:K2"}), frozenset({"core:C2", "card:K3"}),
+                        frozenset({"core:C3", "card:K4"})}
+
+
+def test_a_holder_without_a_given_name_does_not_join_two_people(write_feed):
+    twins = {**HOUSEHOLD, "birth_date": "2001-06-01"}
+    load(write_feed, "core", [customer("C1", full_name="张晓明", **twins), customer("C2", full_name="张晓红", **twins)])
+    load(write_feed, "card", [customer("K1", **twins)])  # no name at all
+    identity_resolve()
+    found = groups()
+    assert len(found) == 2 and frozenset({"core:C1", "core:C2"}) not in found
+
+
+def test_a_renewed_passport_is_the_same_person(write_feed):
+    person = {"full_name": "李娜", "birth_date": "1985-07-08", "phone": "13912340003"}
+    load(write_feed, "core", [customer("C1", id_type="PASSPORT", id_number="E12345678", **person)])
+    load(write_feed, "card", [customer("K1", id_type="PASSPORT", id_number="EA7654321", **person)])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"})}
+
+
+def test_a_15_digit_resident_id_links_with_its_18_digit_form(write_feed):
+    legacy = ID_1990[:6] + ID_1990[8:17]
+    load(write_feed, "core", [customer("C1", full_name="王芳", id_type="CN_RESIDENT", id_number=legacy)])
+    load(write_feed, "card", [customer("K1", full_name="Wang Fang", id_type="CN_RESIDENT", id_number=ID_1990)])
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"})}
+    assert set(SourceRecord.objects.values_list("id_valid", "id_number_masked")) == {
+        (True, ID_1990[:3] + "*" * 11 + ID_1990[-4:])}
+
+
+def test_latin_names_with_a_typo_or_in_either_order_link_and_spouses_with_other_names_do_not(write_feed):
+    home = {**HOUSEHOLD, "email": "family@163.com", "birth_date": "1980-03-04"}
+    load(write_feed, "core", [customer("C1", full_name="SINGH ELIZABETH", **home),
+                              customer("C2", full_name="刘璐佳", **home),
+                              customer("C3", full_name="刘洋", **home)])
+    load(write_feed, "card", [customer("K1", family_name="SIMGH", given_name="ELIZABETH", **home),  # swapped, typo
+                              customer("K2", family_name="Liu", given_name="Luja", **home),  # a letter dropped
+                              customer("K3", family_name="WANG", given_name="LI", **home)])  # C3's wife
+    identity_resolve()
+    assert groups() == {frozenset({"core:C1", "card:K1"}), frozenset({"core:C2", "card:K2"}),
+                        frozenset({"core:C3"}), frozenset({"card:K3"})}
+
+
+def test_names_that_share_only_a_surname_or_only_a_given_name_stay_apart(write_feed):
+    # Twins written family name first in Latin letters (the family name is not known to be the first part), and
+    # spouses with the same given name.
+    twins = {**HOUSEHOLD, "birth_date": "2001-06-01"}
+    spouses = {**HOUSEHOLD, "phone": "13912340077", "email": "home@163.com", "birth_date": "1975-01-02"}
+    load(write_feed, "core", [customer("C1", full_name="ZHANG XIAOMING", **twins),
+                              customer("C2", full_name="王丽", **spouses)])
+    load(write_feed, "card", [customer("K1", full_name="ZHANG XIAOHONG", **twins),
+                              customer("K2", family_name="李", given_name="丽", **spouses)])
+    identity_resolve()
+    assert len(groups()) == 4
