@@ -20,9 +20,10 @@ CORE = [
 CARD = [
     customer("K1", full_name="Zhang Wei", phone="13824681357", birth_date="1990-01-01"),
     customer("K2", full_name="Li Na", birth_date="1985-05-06", postcode="200020"),
-    customer("K3", full_name="王芬", phone="13924681111", birth_date="2001-07-07"),
+    customer("K3", full_name="王芳", phone="13924681111", birth_date="2001-07-07"),
 ]
-# C1+K1 are one person (found); C2+K2 are one person (missed); C3 and K3 are twins (falsely merged); C4 alone.
+# C1+K1 are one person (found); C2+K2 are one person (missed); C3 and K3 are namesakes born the same day who share a
+# phone, two people whom no rule can tell apart (falsely merged); C4 alone.
 TRUTH = """source,customer_key,entity
 core,C1,a
 card,K1,a
