@@ -95,6 +95,8 @@ _RECORD_SCHEMA = pa.schema([
     ("needs_resolution", pa.bool_()), ("id_valid", pa.bool_()),
     *((name, pa.string()) for name in ("id_type", "id_number_hash", "cif_ref", "phone", "birth_date", "email",
                                        "name_key", "postcode", "city", "gender")),
+    # read by the probabilistic tier only
+    *((name, pa.string()) for name in ("full_name", "family_name", "given_name", "address")),
 ])
 
 
@@ -231,7 +233,8 @@ def _fetch_records(where: str, *, whole_table: bool = False) -> pa.Table:
         f"{sql.datetime_order_key('COALESCE(r.source_updated_at, r.loaded_at)')}, {present}, r.needs_resolution, "
         f"r.id_valid, "
         f"r.id_type, r.id_number_hash, r.cif_ref, r.phone, CAST(r.birth_date AS TEXT), r.email, r.name_key, "
-        f"r.postcode, r.city, r.gender FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}"
+        f"r.postcode, r.city, r.gender, r.full_name, r.family_name, r.given_name, r.address "
+        f"FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}"
     )
     low, high = (sql.fetch_all(f"SELECT MIN(id), MAX(id) FROM {T_RECORD}")[0]
                  if whole_table and sql.is_postgres() and not sql.transaction_has_written() else (None, None))
@@ -416,13 +419,9 @@ def _key_groups(keys: dict[str, np.ndarray], duck: duckdb.DuckDBPyConnection) ->
 
 # --- 3. probabilistic tier ---------------------------------------------------------------------------------
 
-_PROBABILISTIC_SCHEMA = pa.schema(
-    [("record_id", pa.int64()), ("cluster_id", pa.int64()), ("is_candidate", pa.bool_())]
-    + [(name, pa.string()) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender")]
-)
-# Every prediction blocking rule (probabilistic.py) compares one of these: a record that shares none of them with
-# a candidate is never paired with one.
-_BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key")
+# Every prediction blocking key (probabilistic.py) holds one of `probabilistic.UNIVERSE_COLUMNS` (but for the
+# pinyin name alone): a record that shares none of them with a candidate is never paired with one.
+_ID_NUMBER_SQL = "r.id_type || ':' || r.id_number_hash"
 # Fewer records than this give EM too little to estimate match and non-match rates from.
 MIN_RECORDS_TO_TRAIN = 1000
 
@@ -531,34 +530,40 @@ def _link_probabilistic_pairs(report: ResolutionReport, model: ProbabilisticMode
 def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everything: bool) -> pa.Table:
     """`_probabilistic_universe` over records already fetched: candidates and every record sharing a blocking
     value with one (all records with `everything`), in id order."""
+    id_number = pc.binary_join_element_wise(records.column("id_type"), records.column("id_number_hash"), ":")
+    records = records.append_column("id_number", id_number)
     is_candidate = pc.is_in(records.column("id"), value_set=pa.array(candidates))
     if not everything:
         of_candidates = records.filter(is_candidate)
         keep = is_candidate
-        for col in _BLOCKING_COLUMNS:
+        for col in probabilistic.UNIVERSE_COLUMNS:
             values = pc.unique(of_candidates.column(col)).drop_null()
             keep = pc.or_(keep, pc.is_in(records.column(col), value_set=values))
         records, is_candidate = records.filter(keep), is_candidate.filter(keep)
-    cluster = pc.coalesce(records.column("profile_id"), pc.negate(records.column("id")))
+    columns = {"record_id": records.column("id"),
+               "cluster_id": pc.coalesce(records.column("profile_id"), pc.negate(records.column("id"))),
+               "is_candidate": is_candidate}
     return pa.Table.from_arrays(
-        [records.column("id"), cluster, is_candidate,
-         *(records.column(name) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender"))],
-        schema=_PROBABILISTIC_SCHEMA,
+        [columns[name] if name in columns else records.column(name) for name in probabilistic.RECORD_SCHEMA.names],
+        schema=probabilistic.RECORD_SCHEMA,
     )
 
 
 def _probabilistic_universe(*, everything: bool) -> pa.Table:
     """Candidates and every record that could be compared with one (shares a blocking value with it)."""
+    expression = {"birth_date": "CAST(r.birth_date AS TEXT)", "id_number": _ID_NUMBER_SQL}
     where = "1 = 1" if everything else "r.id IN (SELECT record_id FROM resolve_candidates) OR " + " OR ".join(
-        f"r.{col} IN (SELECT c.{col} FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
-        for col in _BLOCKING_COLUMNS
+        f"{expression.get(col, f'r.{col}')} IN (SELECT {expression.get(col, f'r.{col}').replace('r.', 'c.')} "
+        f"FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
+        for col in probabilistic.UNIVERSE_COLUMNS
     )
     return sql.fetch_arrow(
         f"SELECT r.id, COALESCE(r.profile_id, -r.id), "
         f"r.id IN (SELECT record_id FROM resolve_candidates), "
-        f"r.name_key, CAST(r.birth_date AS TEXT), r.phone, r.email, r.postcode, r.city, r.gender "
+        f"r.name_key, r.full_name, r.family_name, r.given_name, CAST(r.birth_date AS TEXT), {_ID_NUMBER_SQL}, "
+        f"r.phone, r.email, r.address, r.postcode, r.city, r.gender "
         f"FROM {T_RECORD} r WHERE {where}",
-        _PROBABILISTIC_SCHEMA,
+        probabilistic.RECORD_SCHEMA,
     )
 
 
