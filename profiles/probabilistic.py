@@ -14,10 +14,12 @@ The model is built for person records typed by hand in several systems, with Spl
   family swapped, both parts close (Jaro-Winkler), family name and given initial, one part only (term-frequency
   adjusted), the whole name roughly alike;
 - the birth date: exact, day and month transposed, one character different, within a year;
-- the street address: exact, the same number and most street words, most street words (a move within the street
-  or a number typo), alike as text;
-- the postcode (exact, one character), the city (exact, Jaro-Winkler), and phone, e-mail and id number (the keyed
-  hash: equal or not) where present.
+- contact data, as one comparison because a household shares it (summed, a shared phone, e-mail and address would
+  outweigh a different name and birth date): phone with e-mail or address, phone, e-mail and address, e-mail,
+  the street address exact, the same number and most street words, most street words (a move within the street),
+  the same number and alike as text;
+- the postcode (exact, one character), the city (exact, Jaro-Winkler), and the id number (the keyed hash: equal or
+  not) where present.
 Every level's m is estimated by expectation maximisation over several blocked samples of pairs; a level that no
 training pair reached takes the weight of its nearest estimated neighbour, and the model lists which
 (`training.merged_levels`).
@@ -88,7 +90,7 @@ RECORD_SCHEMA = pa.schema([
     ("gender", pa.string()),
 ])
 # The comparisons, by output name; each link explains its score by these.
-COMPARED_COLUMNS = ("name", "birth_date", "address", "postcode", "city", "phone", "email", "id_number")
+COMPARED_COLUMNS = ("name", "birth_date", "contact", "postcode", "city", "id_number")
 # A record that shares none of these values with a candidate is never paired with it (but for the pinyin name).
 UNIVERSE_COLUMNS = ("name_key", "birth_date", "postcode", "address", "phone", "email", "id_number")
 
@@ -112,10 +114,10 @@ PREDICTION_BLOCKING_RULES = (
 )
 # A blocking key held by more records than this (the most common name, a large block of flats) pairs every one
 # of them with every other; it is left out, so the compared pairs stay near-linear in the number of records.
-MAX_BLOCK_SIZE = 100
+MAX_BLOCK_SIZE = 30
 # EM training: each comparison is left out of the blocking rule of at least one session, so its m values are
-# estimated (birth date: all but the birth date; name and postcode: the birth date and the rest; the
-# identifiers: when their values are shared at all).
+# estimated (birth date: all but the birth date; name and postcode: the birth date and the rest; the identifiers:
+# when their values are shared at all).
 TRAINING_BLOCKING_RULES = (
     ("birth_date",),
     ("name_sorted", "postcode"),
@@ -153,7 +155,7 @@ def train_model(
     *,
     seed: int = 42,
     max_pairs_for_u: int = 1_000_000,
-    max_training_records: int | None = 300_000,
+    max_training_records: int | None = 100_000,
     deterministic_recall: float = 0.8,
 ) -> dict:
     """Estimate the model from the data being loaded (unsupervised).
@@ -399,18 +401,28 @@ def _comparisons() -> list:
             cll.ElseLevel().configure(label_for_charts="different"),
         ],
     )
-    address = CustomComparison(
-        output_column_name="address",
-        comparison_description="address: exact / number and street words / street words / else",
+    # Phone, e-mail and street address in one comparison: a household shares all three, so they are not
+    # independent evidence, and summing their weights would link a parent and child on contact data alone.
+    contact = CustomComparison(
+        output_column_name="contact",
+        comparison_description="contact: phone, e-mail and street address (number and street words) together",
         comparison_levels=[
-            cll.NullLevel("address").configure(label_for_charts="missing"),
-            cll.ExactMatchLevel("address").configure(label_for_charts="exact"),
+            cll.CustomLevel(
+                "(phone_l IS NULL AND email_l IS NULL AND address_l IS NULL)"
+                " OR (phone_r IS NULL AND email_r IS NULL AND address_r IS NULL)"
+            ).configure(is_null_level=True, label_for_charts="missing"),
+            cll.CustomLevel("phone_l = phone_r AND (email_l = email_r OR address_l = address_r)",
+                            label_for_charts="phone, and e-mail or address"),
+            cll.ExactMatchLevel("phone").configure(label_for_charts="phone"),
+            cll.CustomLevel("email_l = email_r AND address_l = address_r", label_for_charts="e-mail and address"),
+            cll.ExactMatchLevel("email").configure(label_for_charts="e-mail"),
+            cll.ExactMatchLevel("address").configure(label_for_charts="address"),
             cll.CustomLevel(f"address_number_l = address_number_r AND {_ADDRESS_JACCARD} >= 0.5",
-                            label_for_charts="same number, most words"),
-            cll.CustomLevel(f"{_ADDRESS_JACCARD} >= 0.5", label_for_charts="most words (moved in the street)"),
+                            label_for_charts="address: same number, most words"),
+            cll.CustomLevel(f"{_ADDRESS_JACCARD} >= 0.5", label_for_charts="address: most words (moved in the street)"),
             # typos inside the words; the number first, so the text is compared for few pairs
             cll.CustomLevel("address_number_l = address_number_r AND jaro_winkler_similarity(address_l, address_r) >= 0.88",
-                            label_for_charts="same number, alike (Jaro-Winkler >=0.88)"),
+                            label_for_charts="address: same number, alike (Jaro-Winkler >=0.88)"),
             cll.ElseLevel().configure(label_for_charts="different"),
         ],
     )
@@ -434,18 +446,14 @@ def _comparisons() -> list:
             cll.ElseLevel().configure(label_for_charts="different"),
         ],
     )
-    return [
-        name, birth_date, address, postcode, city,
-        exact_or_else("phone", "exact / else"), exact_or_else("email", "exact / else"),
-        exact_or_else("id_number", "the same keyed hash / else"),
-    ]
+    return [name, birth_date, contact, postcode, city, exact_or_else("id_number", "the same keyed hash / else")]
 
 
 # Levels whose u is the coincidence rate of one column's values: computed from the value counts when the random
 # pairs held no agreement (identifiers such as a phone number agree in far fewer than one in a million pairs).
 _VALUE_COUNT_LEVELS = {("name", "exact"): "name_key", ("birth_date", "exact"): "birth_date",
-                       ("address", "exact"): "address", ("postcode", "exact"): "postcode", ("city", "exact"): "city",
-                       ("phone", "exact"): "phone", ("email", "exact"): "email", ("id_number", "exact"): "id_number"}
+                       ("contact", "phone"): "phone", ("contact", "e-mail"): "email", ("contact", "address"): "address",
+                       ("postcode", "exact"): "postcode", ("city", "exact"): "city", ("id_number", "exact"): "id_number"}
 
 
 def _rule_has_pairs(con: duckdb.DuckDBPyConnection, rule) -> bool:
@@ -476,6 +484,12 @@ def _fill_unobserved_u(con: duckdb.DuckDBPyConnection, linker, max_pairs: int) -
     filled = {}
     for comparison, levels in _levels(linker):
         other = next(cl for cl in levels if cl._is_else_level)
+        if not any(cl._u_is_trained for cl in levels):
+            # No pair has values on both sides (no phone anywhere): the comparison is always 'missing'.
+            for cl in levels:
+                cl.u_probability = cl.m_probability = 1.0
+            filled[comparison] = "no values"
+            continue
         for cl in levels:
             if cl._is_else_level or cl._u_is_trained:
                 continue
