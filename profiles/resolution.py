@@ -655,8 +655,45 @@ def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table,
     conflicted = _conflicted_labels(labels, dnl_pairs, valid_at, id_type, id_hash)
     report.constrained_clusters = len(conflicted)
     if len(conflicted):
-        labels = _split_conflicted(labels, edges["rank"], a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs)
+        members = np.flatnonzero(np.isin(labels, conflicted))
+        order = _content_order(record_ids[members])
+        a, b = _anchor_stars_by_content(a, b, edges["rank"], members, order)
+        stable = np.zeros(n, dtype=np.int64)
+        stable[members] = order
+        labels = _split_conflicted(labels, edges["rank"], a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs,
+                                   stable)
     return labels
+
+
+def _content_order(record_ids: np.ndarray) -> np.ndarray:
+    """Each record's rank by (source, customer key): the order of what the files say, not of the ids the records
+    got (loads of several sources at once number them in whatever order their rows arrive)."""
+    placeholders = ", ".join(["%s"] * len(record_ids))
+    rows = sql.fetch_all(f"SELECT r.id, s.code, r.customer_key FROM {T_RECORD} r JOIN {T_SOURCE} s "
+                         f"ON s.id = r.source_id WHERE r.id IN ({placeholders})", [int(i) for i in record_ids])
+    rank_of = {row[0]: rank for rank, row in enumerate(sorted(rows, key=lambda row: (row[1], row[2])))}
+    return np.array([rank_of[int(i)] for i in record_ids], dtype=np.int64)
+
+
+def _anchor_stars_by_content(a: np.ndarray, b: np.ndarray, rank: np.ndarray, members: np.ndarray,
+                             order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A key group is a star around its smallest record id (`_key_groups`); inside the conflicted clusters, the
+    star is centred on the member first in content order instead, so that which records the guard rails keep
+    together does not follow the ids. Returns the edges' ends (scope positions) with those stars re-centred."""
+    a, b = a.copy(), b.copy()
+    order_at = dict(zip(members.tolist(), order.tolist()))
+    inside = np.flatnonzero((rank < MANUAL_LINK_RANK) & np.isin(a, members) & np.isin(b, members))
+    stars: dict[tuple[int, int], list[int]] = {}
+    for i in inside.tolist():
+        stars.setdefault((int(rank[i]), int(b[i])), []).append(i)
+    for (_, anchor), star in stars.items():
+        centre = min([anchor, *(int(a[i]) for i in star)], key=order_at.__getitem__)
+        if centre != anchor:
+            for i in star:  # the old centre takes the new centre's place at the tip of its spoke
+                if a[i] == centre:
+                    a[i] = anchor
+                b[i] = centre
+    return a, b
 
 
 def _positions(record_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -690,9 +727,10 @@ def _conflicted_labels(labels: np.ndarray, dnl_pairs: tuple, valid_at: np.ndarra
     return np.unique(np.concatenate([too_large, apart, label[1:][two_numbers]]))
 
 
-def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs) -> np.ndarray:
-    """Greedy constrained union-find over the conflicted components: strongest links first, then by record ids,
-    so that the result is repeatable. Works on scope positions (`a`, `b`: the edges' ends; `rank`: their strength)."""
+def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs, stable) -> np.ndarray:
+    """Greedy constrained union-find over the conflicted components: strongest links first, then by the content
+    order of their ends (`stable`, see `_content_order`), so that the result is repeatable whatever ids the records
+    have. Works on scope positions (`a`, `b`: the edges' ends; `rank`: their strength)."""
     labels = labels.copy()
     in_conflict = np.isin(labels, conflicted)
     members = np.flatnonzero(in_conflict)
@@ -717,7 +755,8 @@ def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash
 
     # Only the edges inside conflicted components are ordered: sorting millions of edges would cost seconds.
     inside = np.flatnonzero(in_conflict[a] & in_conflict[b])
-    inside = inside[np.lexsort((b[inside], a[inside], rank[inside]))]
+    low, high = np.minimum(stable[a[inside]], stable[b[inside]]), np.maximum(stable[a[inside]], stable[b[inside]])
+    inside = inside[np.lexsort((high, low, rank[inside]))]
     for x, y in zip(a[inside].tolist(), b[inside].tolist()):
         rx, ry = find(x), find(y)
         if rx == ry or size[rx] + size[ry] > settings.CDP_MAX_CLUSTER_SIZE:
