@@ -34,9 +34,9 @@ only then could drop the pairs without a candidate, whereas only pairs with a ca
 from different clusters, are wanted. The blocked pairs are built here in DuckDB SQL by joining the candidates to
 all records on each of the model's blocking keys (a key held by more than `MAX_BLOCK_SIZE` records, such as the
 most common name, is left out, so the pairs stay near-linear in the number of records), then handed to Splink to
-score (`register_blocked_pairs_for_predict`). Every key includes one of `UNIVERSE_COLUMNS`: a record that shares
-none of these with any candidate can be left out of `records` without changing the result, except for pairs
-found through the pinyin name alone.
+score (`register_blocked_pairs_for_predict`). Every key but `DERIVED_BLOCKING_RULES` includes one of
+`UNIVERSE_COLUMNS`: a record that shares none of these with any candidate can be left out of `records` without
+changing the result, except for pairs found through the name in pinyin or the house number and street word alone.
 
 Splink 5 notes (differences from v4 that this module depends on):
 - tables are registered on the DuckDBAPI (`db_api.register(table)` -> SplinkDataFrame) and the Linker takes those
@@ -91,7 +91,8 @@ RECORD_SCHEMA = pa.schema([
 ])
 # The comparisons, by output name; each link explains its score by these.
 COMPARED_COLUMNS = ("name", "birth_date", "contact", "postcode", "city", "id_number")
-# A record that shares none of these values with a candidate is never paired with it (but for the pinyin name).
+# A record that shares none of these values with a candidate is never paired with it, but by one of the
+# `DERIVED_BLOCKING_RULES` (keys computed here, with no stored column to find their records by).
 UNIVERSE_COLUMNS = ("name_key", "birth_date", "postcode", "address", "phone", "email", "id_number")
 
 # Prediction blocking: a pair is scored if it agrees on one of these keys (expressions over the prepared records,
@@ -113,6 +114,7 @@ PREDICTION_BLOCKING_RULES = (
     ("email",),
     ("id_number",),
 )
+DERIVED_BLOCKING_RULES = (("name_sorted",), ("address_street",))
 # A blocking key held by more records than this (the most common name, a large block of flats) pairs every one
 # of them with every other; it is left out, so the compared pairs stay near-linear in the number of records.
 MAX_BLOCK_SIZE = 30

@@ -197,7 +197,7 @@ def test_blocked_non_match_is_scored_low(model):
     # with review_threshold 0 every blocked pair comes back, showing the pair was compared and scored low
     every = score_pairs(model, as_table([*population(), *BLOCKED_NON_MATCH]), review_threshold=0.0)
     link = _pair(every, 900_021, 900_022)
-    assert link is not None and link.probability < 0.01
+    assert link is not None and link.probability < 0.1  # far below review: only the family name and birth date agree
 
 
 def test_borderline_pair_goes_to_review(links):
