@@ -34,9 +34,10 @@ only then could drop the pairs without a candidate, whereas only pairs with a ca
 from different clusters, are wanted. The blocked pairs are built here in DuckDB SQL by joining the candidates to
 all records on each of the model's blocking keys (a key held by more than `MAX_BLOCK_SIZE` records, such as the
 most common name, is left out, so the pairs stay near-linear in the number of records), then handed to Splink to
-score (`register_blocked_pairs_for_predict`). Every key but `DERIVED_BLOCKING_RULES` includes one of
+score (`register_blocked_pairs_for_predict`). Every key but `BLOCKING_RULES_OUTSIDE_UNIVERSE` includes one of
 `UNIVERSE_COLUMNS`: a record that shares none of these with any candidate can be left out of `records` without
-changing the result, except for pairs found through the name in pinyin or the house number and street word alone.
+changing the result, except for pairs found through the postcode, the name in pinyin or the house number and
+street word alone.
 
 Splink 5 notes (differences from v4 that this module depends on):
 - tables are registered on the DuckDBAPI (`db_api.register(table)` -> SplinkDataFrame) and the Linker takes those
@@ -92,8 +93,8 @@ RECORD_SCHEMA = pa.schema([
 # The comparisons, by output name; each link explains its score by these.
 COMPARED_COLUMNS = ("name", "birth_date", "contact", "postcode", "city", "id_number")
 # A record that shares none of these values with a candidate is never paired with it, but by one of the
-# `DERIVED_BLOCKING_RULES` (keys computed here, with no stored column to find their records by).
-UNIVERSE_COLUMNS = ("name_key", "birth_date", "postcode", "address", "phone", "email", "id_number")
+# `BLOCKING_RULES_OUTSIDE_UNIVERSE`. Not the postcode: thousands share one, and a delta would read most records.
+UNIVERSE_COLUMNS = ("name_key", "birth_date", "address", "phone", "email", "id_number")
 
 # Prediction blocking: a pair is scored if it agrees on one of these keys (expressions over the prepared records,
 # ANDed). Their union keeps a pair that carries a typo in any one field: a wrong birth date still agrees on the
@@ -114,7 +115,12 @@ PREDICTION_BLOCKING_RULES = (
     ("email",),
     ("id_number",),
 )
-DERIVED_BLOCKING_RULES = (("name_sorted",), ("address_street",))
+# Keys that draw no records into a delta's universe: computed here (the name in pinyin, the house number and
+# street word: no stored column to find their records by) or too coarse (the postcode). In a delta they pair a
+# candidate only with records that another shared value draws in.
+BLOCKING_RULES_OUTSIDE_UNIVERSE = (
+    ("postcode", "substr(family, 1, 1)"), ("postcode", "substr(given, 1, 1)"), ("name_sorted",), ("address_street",),
+)
 # A blocking key held by more records than this (the most common name, a large block of flats) pairs every one
 # of them with every other; it is left out, so the compared pairs stay near-linear in the number of records.
 MAX_BLOCK_SIZE = 30

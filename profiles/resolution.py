@@ -419,8 +419,8 @@ def _key_groups(keys: dict[str, np.ndarray], duck: duckdb.DuckDBPyConnection) ->
 
 # --- 3. probabilistic tier ---------------------------------------------------------------------------------
 
-# Every prediction blocking key (probabilistic.py) holds one of `probabilistic.UNIVERSE_COLUMNS` (but for the
-# pinyin name alone): a record that shares none of them with a candidate is never paired with one.
+# Every prediction blocking key (probabilistic.py) holds one of `probabilistic.UNIVERSE_COLUMNS` (but for
+# `probabilistic.BLOCKING_RULES_OUTSIDE_UNIVERSE`): a delta draws the records sharing one of them with a candidate.
 _ID_NUMBER_SQL = "r.id_type || ':' || r.id_number_hash"
 # Fewer records than this give EM too little to estimate match and non-match rates from.
 MIN_RECORDS_TO_TRAIN = 1000
