@@ -21,7 +21,7 @@ The model is built for person records typed by hand in several systems, with Spl
 - the postcode (exact, one character), the city (exact, Jaro-Winkler), and the id number (the keyed hash: equal or
   not) where present.
 Every level's m is estimated by expectation maximisation over several blocked samples of pairs; a level that no
-training pair reached takes the weight of its nearest estimated neighbour, and the model lists which
+training pair reached takes the weight of its nearest weaker estimated level (else none), and the model lists which
 (`training.merged_levels`).
 
 The model is a JSON-serialisable dict (see `train_model`), stored by the caller so every link can be traced to
@@ -171,7 +171,7 @@ def train_model(
     - u: random sampling of `max_pairs_for_u` record pairs (seeded); an exact level no sampled pair reached from
       the value counts, any other such level as if one sampled pair had reached it;
     - m: expectation maximisation over the pairs of each of `TRAINING_BLOCKING_RULES`; a level no training pair
-      reached takes the match weight of its nearest estimated neighbour.
+      reached takes the match weight of its nearest weaker estimated level (else weight 0).
     With more than `max_training_records` records, a seeded sample of that many records is used (None: all).
 
     Returns a JSON-serialisable dict: {"format", "splink_version", "splink_settings", "term_frequencies",
@@ -515,9 +515,10 @@ def _fill_unobserved_u(con: duckdb.DuckDBPyConnection, linker, max_pairs: int) -
 
 
 def _merge_unobserved_m(linker) -> dict[str, str]:
-    """Give each level that no EM training pair reached the match weight (m/u) of its nearest estimated level,
-    the weaker one first (the next level down, unless that is 'different'); none: weight 0 (m = u, no
-    evidence). Returns {"comparison level": neighbour}."""
+    """Give each level that no EM training pair reached the match weight (m/u) of the nearest weaker estimated
+    level other than 'different'; with none, weight 0 (m = u: no evidence either way). Never a stronger
+    level's: a one-character birth-date typo never observed must not count as an exact date.
+    Returns {"comparison level": neighbour}."""
     merged = {}
     for comparison, levels in _levels(linker):
         trained = [cl._m_is_trained for cl in levels]
@@ -525,8 +526,7 @@ def _merge_unobserved_m(linker) -> dict[str, str]:
             if trained[i]:
                 continue
             below = [lv for lv, t in zip(levels[i + 1:], trained[i + 1:]) if t and not lv._is_else_level]
-            above = [lv for lv, t in zip(reversed(levels[:i]), reversed(trained[:i])) if t]
-            neighbour = (below or above or [None])[0]
+            neighbour = below[0] if below else None
             if neighbour is None:
                 cl.m_probability = cl.u_probability
                 merged[f"{comparison} {cl.label_for_charts}"] = "none (weight 0)"
