@@ -43,13 +43,19 @@ MIN_RECORDS_TO_TRAIN = 1000
 # phones and e-mails change over the years and differ between systems in a third or more of true pairs;
 # people move (postcode), less often to another city. A comparison or level not named here gets `_generic_prior_m`.
 PRIOR_M = {
-    "name_key": {"exact": 0.80, "Jaro-Winkler >=0.92": 0.08, "Jaro-Winkler >=0.88": 0.04,
-                 "Jaro-Winkler >=0.70": 0.04, "different": 0.04},
-    "birth_date": {"exact": 0.92, "typo (day/month transposed, +-1 day or 1 character)": 0.05, "different": 0.03},
-    "phone": {"exact": 0.60, "different": 0.40},
-    "email": {"exact": 0.60, "different": 0.40},
-    "postcode": {"exact": 0.70, "different": 0.30},
-    "city": {"exact": 0.85, "different": 0.15},
+    "name": {"exact": 0.70, "same in pinyin": 0.06, "given and family swapped": 0.03,
+             "both parts alike (Jaro-Winkler >=0.92)": 0.05, "family exact, same given initial": 0.03,
+             "alike (Jaro-Winkler >=0.88)": 0.03, "family name only": 0.03, "given name only": 0.02,
+             "loosely alike (Jaro-Winkler >=0.70)": 0.02, "different": 0.03},
+    "birth_date": {"exact": 0.90, "day and month transposed": 0.02, "one character": 0.03, "within a year": 0.02,
+                   "different": 0.03},
+    "contact": {"phone, and e-mail or address": 0.30, "phone": 0.15, "e-mail and address": 0.05, "e-mail": 0.05,
+                "address": 0.10, "address: same number, most words": 0.04,
+                "address: most words (moved in the street)": 0.03,
+                "address: same number, alike (Jaro-Winkler >=0.88)": 0.03, "different": 0.25},
+    "postcode": {"exact": 0.70, "one character": 0.05, "different": 0.25},
+    "city": {"exact": 0.82, "alike (Jaro-Winkler >=0.88)": 0.03, "different": 0.15},
+    "id_number": {"exact": 0.90, "different": 0.10},
 }
 # Generic prior: the last level (the comparison's "else") holds this share of true matches; the levels above it
 # share the rest, each half the one before (the most exact level first).

@@ -108,6 +108,8 @@ _RECORD_SCHEMA = pa.schema([
     ("needs_resolution", pa.bool_()), ("id_valid", pa.bool_()),
     *((name, pa.string()) for name in ("id_type", "id_number_hash", "cif_ref", "phone", "birth_date", "email",
                                        "name_key", "postcode", "city", "gender")),
+    # read by the probabilistic tier only
+    *((name, pa.string()) for name in ("full_name", "family_name", "given_name", "address")),
 ])
 
 
@@ -293,7 +295,8 @@ def _fetch_records(where: str, *, whole_table: bool = False) -> pa.Table:
         f"{sql.datetime_order_key('COALESCE(r.source_updated_at, r.loaded_at)')}, {present}, r.needs_resolution, "
         f"r.id_valid, "
         f"r.id_type, r.id_number_hash, r.cif_ref, r.phone, CAST(r.birth_date AS TEXT), r.email, r.name_key, "
-        f"r.postcode, r.city, r.gender FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}"
+        f"r.postcode, r.city, r.gender, r.full_name, r.family_name, r.given_name, r.address "
+        f"FROM {T_RECORD} r JOIN {T_SOURCE} s ON s.id = r.source_id WHERE {where}"
     )
     low, high = (sql.fetch_all(f"SELECT MIN(id), MAX(id) FROM {T_RECORD}")[0]
                  if whole_table and sql.is_postgres() and not sql.transaction_has_written() else (None, None))
@@ -478,13 +481,9 @@ def _key_groups(keys: dict[str, np.ndarray], duck: duckdb.DuckDBPyConnection) ->
 
 # --- 3. probabilistic tier ---------------------------------------------------------------------------------
 
-_PROBABILISTIC_SCHEMA = pa.schema(
-    [("record_id", pa.int64()), ("cluster_id", pa.int64()), ("is_candidate", pa.bool_())]
-    + [(name, pa.string()) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender")]
-)
-# Every prediction blocking rule (probabilistic.py) compares one of these: a record that shares none of them with
-# a candidate is never paired with one.
-_BLOCKING_COLUMNS = ("birth_date", "phone", "email", "name_key")
+# Every prediction blocking key (probabilistic.py) holds one of `probabilistic.UNIVERSE_COLUMNS` (but for
+# `probabilistic.BLOCKING_RULES_OUTSIDE_UNIVERSE`): a delta draws the records sharing one of them with a candidate.
+_ID_NUMBER_SQL = "r.id_type || ':' || r.id_number_hash"
 
 
 @dataclass
@@ -605,38 +604,44 @@ def _link_probabilistic_pairs(report: ResolutionReport, model: ProbabilisticMode
 def _universe_of_fetched(records: pa.Table, candidates: np.ndarray, *, everything: bool) -> pa.Table:
     """`_probabilistic_universe` over records already fetched: candidates and every record sharing a blocking
     value with one (all records with `everything`), in id order."""
+    id_number = pc.binary_join_element_wise(records.column("id_type"), records.column("id_number_hash"), ":")
+    records = records.append_column("id_number", id_number)
     is_candidate = pc.is_in(records.column("id"), value_set=pa.array(candidates))
     if not everything:
         of_candidates = records.filter(is_candidate)
         keep = is_candidate
-        for col in _BLOCKING_COLUMNS:
+        for col in probabilistic.UNIVERSE_COLUMNS:
             values = pc.unique(of_candidates.column(col)).drop_null()
             keep = pc.or_(keep, pc.is_in(records.column(col), value_set=values))
         records, is_candidate = records.filter(keep), is_candidate.filter(keep)
     # A candidate is its own cluster: it shares a profile with a record only through probabilistic links, which
     # are scored again now, so every pair of it is scored.
     own = pc.negate(records.column("id"))
-    cluster = pc.if_else(is_candidate, own, pc.coalesce(records.column("profile_id"), own))
+    columns = {"record_id": records.column("id"),
+               "cluster_id": pc.if_else(is_candidate, own, pc.coalesce(records.column("profile_id"), own)),
+               "is_candidate": is_candidate}
     return pa.Table.from_arrays(
-        [records.column("id"), cluster, is_candidate,
-         *(records.column(name) for name in ("name_key", "birth_date", "phone", "email", "postcode", "city", "gender"))],
-        schema=_PROBABILISTIC_SCHEMA,
+        [columns[name] if name in columns else records.column(name) for name in probabilistic.RECORD_SCHEMA.names],
+        schema=probabilistic.RECORD_SCHEMA,
     )
 
 
 def _probabilistic_universe() -> pa.Table:
     """Candidates and every record that could be compared with one (shares a blocking value with it)."""
+    expression = {"birth_date": "CAST(r.birth_date AS TEXT)", "id_number": _ID_NUMBER_SQL}
     where = "r.id IN (SELECT record_id FROM resolve_candidates) OR " + " OR ".join(
-        f"r.{col} IN (SELECT c.{col} FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
-        for col in _BLOCKING_COLUMNS
+        f"{expression.get(col, f'r.{col}')} IN (SELECT {expression.get(col, f'r.{col}').replace('r.', 'c.')} "
+        f"FROM {T_RECORD} c JOIN resolve_candidates k ON k.record_id = c.id)"
+        for col in probabilistic.UNIVERSE_COLUMNS
     )
     return sql.fetch_arrow(
         f"SELECT r.id, CASE WHEN r.id IN (SELECT record_id FROM resolve_candidates) THEN -r.id "
         f"ELSE COALESCE(r.profile_id, -r.id) END, "
         f"r.id IN (SELECT record_id FROM resolve_candidates), "
-        f"r.name_key, CAST(r.birth_date AS TEXT), r.phone, r.email, r.postcode, r.city, r.gender "
+        f"r.name_key, r.full_name, r.family_name, r.given_name, CAST(r.birth_date AS TEXT), {_ID_NUMBER_SQL}, "
+        f"r.phone, r.email, r.address, r.postcode, r.city, r.gender "
         f"FROM {T_RECORD} r WHERE {where}",
-        _PROBABILISTIC_SCHEMA,
+        probabilistic.RECORD_SCHEMA,
     )
 
 
@@ -887,8 +892,45 @@ def _cluster_scope(report: ResolutionReport, touched: _Touched, scope: pa.Table,
     conflicted = _conflicted_labels(labels, dnl_pairs, valid_at, id_type, id_hash)
     report.constrained_clusters = len(conflicted)
     if len(conflicted):
-        labels = _split_conflicted(labels, edges["rank"], a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs)
+        members = np.flatnonzero(np.isin(labels, conflicted))
+        order = _content_order(record_ids[members])
+        a, b = _anchor_stars_by_content(a, b, edges["rank"], members, order)
+        stable = np.zeros(n, dtype=np.int64)
+        stable[members] = order
+        labels = _split_conflicted(labels, edges["rank"], a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs,
+                                   stable)
     return labels
+
+
+def _content_order(record_ids: np.ndarray) -> np.ndarray:
+    """Each record's rank by (source, customer key): the order of what the files say, not of the ids the records
+    got (loads of several sources at once number them in whatever order their rows arrive)."""
+    placeholders = ", ".join(["%s"] * len(record_ids))
+    rows = sql.fetch_all(f"SELECT r.id, s.code, r.customer_key FROM {T_RECORD} r JOIN {T_SOURCE} s "
+                         f"ON s.id = r.source_id WHERE r.id IN ({placeholders})", [int(i) for i in record_ids])
+    rank_of = {row[0]: rank for rank, row in enumerate(sorted(rows, key=lambda row: (row[1], row[2])))}
+    return np.array([rank_of[int(i)] for i in record_ids], dtype=np.int64)
+
+
+def _anchor_stars_by_content(a: np.ndarray, b: np.ndarray, rank: np.ndarray, members: np.ndarray,
+                             order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A key group is a star around its smallest record id (`_key_groups`); inside the conflicted clusters, the
+    star is centred on the member first in content order instead, so that which records the guard rails keep
+    together does not follow the ids. Returns the edges' ends (scope positions) with those stars re-centred."""
+    a, b = a.copy(), b.copy()
+    order_at = dict(zip(members.tolist(), order.tolist()))
+    inside = np.flatnonzero((rank < MANUAL_LINK_RANK) & np.isin(a, members) & np.isin(b, members))
+    stars: dict[tuple[int, int], list[int]] = {}
+    for i in inside.tolist():
+        stars.setdefault((int(rank[i]), int(b[i])), []).append(i)
+    for (_, anchor), star in stars.items():
+        centre = min([anchor, *(int(a[i]) for i in star)], key=order_at.__getitem__)
+        if centre != anchor:
+            for i in star:  # the old centre takes the new centre's place at the tip of its spoke
+                if a[i] == centre:
+                    a[i] = anchor
+                b[i] = centre
+    return a, b
 
 
 def _positions(record_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -927,9 +969,10 @@ def _conflicted_labels(labels: np.ndarray, dnl_pairs: tuple, valid_at: np.ndarra
     return np.unique(np.concatenate([too_large, apart, label[1:][two_numbers]]))
 
 
-def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs) -> np.ndarray:
-    """Greedy constrained union-find over the conflicted components: strongest links first, then by record ids,
-    so that the result is repeatable. Works on scope positions (`a`, `b`: the edges' ends; `rank`: their strength)."""
+def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash, dnl_pairs, stable) -> np.ndarray:
+    """Greedy constrained union-find over the conflicted components: strongest links first, then by the content
+    order of their ends (`stable`, see `_content_order`), so that the result is repeatable whatever ids the records
+    have. Works on scope positions (`a`, `b`: the edges' ends; `rank`: their strength)."""
     labels = labels.copy()
     in_conflict = np.isin(labels, conflicted)
     members = np.flatnonzero(in_conflict)
@@ -954,7 +997,8 @@ def _split_conflicted(labels, rank, a, b, conflicted, valid_at, id_type, id_hash
 
     # Only the edges inside conflicted components are ordered: sorting millions of edges would cost seconds.
     inside = np.flatnonzero(in_conflict[a] & in_conflict[b])
-    inside = inside[np.lexsort((b[inside], a[inside], rank[inside]))]
+    low, high = np.minimum(stable[a[inside]], stable[b[inside]]), np.maximum(stable[a[inside]], stable[b[inside]])
+    inside = inside[np.lexsort((high, low, rank[inside]))]
     for x, y in zip(a[inside].tolist(), b[inside].tolist()):
         rx, ry = find(x), find(y)
         if rx == ry or size[rx] + size[ry] > settings.CDP_MAX_CLUSTER_SIZE:

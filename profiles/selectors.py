@@ -226,8 +226,10 @@ def probabilistic_model_comparisons(*, model: ProbabilisticModel) -> list[ModelC
     """A stored model's comparisons, each with its levels (the null level excepted, which weighs nothing) in the
     order the model tries them, read from whatever comparisons the model holds."""
     training = model.parameters.get("training", {})
-    # Entries such as "phone exact: u": the training never observed the level, a default value stands in.
-    not_estimated = set(training.get("not_estimated", []))
+    # "comparison level" entries: no training pair reached the level (m: its weaker neighbour's weight), no random
+    # pair reached it (u: from the value counts); a comparison with no values anywhere weighs nothing.
+    merged = training.get("merged_levels", {})
+    u_not_sampled = training.get("u_not_sampled", {})
     m_from_prior = set(training.get("m_from_prior", []))
     comparisons = []
     for comparison in model.parameters.get("splink_settings", {}).get("comparisons", []):
@@ -237,10 +239,15 @@ def probabilistic_model_comparisons(*, model: ProbabilisticModel) -> list[ModelC
             if level.get("is_null_level"):
                 continue
             label = level.get("label_for_charts") or level.get("sql_condition", "?")
-            notes = tuple(f"{p}: default (never observed)" for p in ("m", "u")
-                          if f"{name} {label}: {p}" in not_estimated)
+            notes = ()
             if training.get("prior") or name in m_from_prior:
-                notes = ("m: prior", *notes)
+                notes += ("m: prior",)
+            elif f"{name} {label}" in merged:
+                notes += (f"m: never observed, weight of {merged[f'{name} {label}']}",)
+            if f"{name} {label}" in u_not_sampled:
+                notes += ("u: not in the random sample, from the value counts",)
+            elif u_not_sampled.get(name) == "no values":
+                notes += ("no values to compare: weighs nothing",)
             levels.append(ModelLevel(label=label, m=level.get("m_probability"), u=level.get("u_probability"),
                                      term_frequency_adjusted=bool(level.get("tf_adjustment_column")), notes=notes))
         comparisons.append(ModelComparison(name=name, description=comparison.get("comparison_description", ""),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from profiles import identity_model
+from profiles import identity_model, probabilistic
 from profiles.feeds import feed_load
 from profiles.models import FeedBatch, ProbabilisticModel, RecordLink, SourceRecord
 from profiles.resolution import identity_resolve
@@ -217,3 +217,11 @@ def test_train_identity_model_on_too_few_records_says_so_and_stores_nothing(writ
     with pytest.raises(CommandError, match="20 records are too few to estimate a model"):
         call_command("train_identity_model")
     assert not ProbabilisticModel.objects.exists()
+
+
+def test_every_level_of_the_model_has_a_documented_prior():
+    # The generic prior is a fallback for comparisons added later; the model's own levels are each named in PRIOR_M.
+    levels = {c.get_comparison("duckdb").output_column_name:
+              [level.label_for_charts for level in c.get_comparison("duckdb").comparison_levels
+               if not level.is_null_level] for c in probabilistic._comparisons()}
+    assert {name: list(identity_model.PRIOR_M.get(name, {})) for name in levels} == levels
