@@ -225,3 +225,22 @@ def test_every_level_of_the_model_has_a_documented_prior():
               [level.label_for_charts for level in c.get_comparison("duckdb").comparison_levels
                if not level.is_null_level] for c in probabilistic._comparisons()}
     assert {name: list(identity_model.PRIOR_M.get(name, {})) for name in levels} == levels
+
+
+def test_another_given_name_on_one_birth_date_and_address_with_no_phone_or_email_in_common_links(write_feed):
+    """FEBRL's duplicates replace whole names as well as mistype them, as bank files do (an English given name on a
+    card application, a married name): with the same birth date and address and no phone or e-mail to tell twins
+    apart, the household veto does not withhold the link."""
+    rows = febrl_rows("dataset2.csv")
+    by_key = {r["customer_key"]: r for r in rows}
+    renamed = {r["customer_key"] for r in duplicates(rows)
+               if r["birth_date"] and (original := by_key[r["customer_key"].split("-dup")[0] + "-org"])["birth_date"]
+               == r["birth_date"] and r["given_name"] and original["given_name"]
+               and r["given_name"][0] != original["given_name"][0]}
+    assert len(renamed) > 50
+    call_command("load_feed", f"core={write_feed(originals(rows), header=FEED_HEADER)}",
+                 f"card={write_feed(duplicates(rows), header=FEED_HEADER)}")
+    profile_of = dict(SourceRecord.objects.values_list("customer_key", "profile_id"))
+    linked = sum(profile_of[key] == profile_of[key.split("-dup")[0] + "-org"] for key in renamed)
+    assert linked >= 0.9 * len(renamed)
+    assert true_pairs_linked(partition())[1] == 0
