@@ -27,6 +27,14 @@ COMPOUND_FAMILY_NAMES = frozenset({
 })
 
 
+# The family names of about nine Chinese in ten (the hundred most common, 百家姓 order aside), for telling a Chinese
+# name written in Latin letters ("HUANG TINGTING") from another.
+COMMON_FAMILY_NAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范"
+    "金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
+
+
 def has_cjk(value: str | None) -> bool:
     return bool(value) and _CJK.search(value) is not None
 
@@ -72,3 +80,16 @@ def name_parts(full_name: str | None, family_name: str | None, given_name: str |
     if len(tokens) < 2:
         return None, pinyin_key(name)
     return pinyin_key(tokens[-1]), pinyin_key(" ".join(tokens[:-1]))
+
+
+_CHINESE_FAMILY_KEYS = frozenset(
+    {pinyin_key(name) for name in COMPOUND_FAMILY_NAMES} | {pinyin_key(name) for name in COMMON_FAMILY_NAMES})
+
+
+def is_chinese_name(full_name: str | None, family_name: str | None, given_name: str | None) -> bool:
+    """Written in Chinese characters, or in Latin letters with a common Chinese family name (in either place: the
+    order of a Latin name is unknown)."""
+    if has_cjk(full_name) or has_cjk(family_name) or has_cjk(given_name):
+        return True
+    family, given = name_parts(full_name, family_name, given_name)
+    return family in _CHINESE_FAMILY_KEYS or (not family_name and given in _CHINESE_FAMILY_KEYS)

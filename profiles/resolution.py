@@ -41,7 +41,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from . import identity_model, probabilistic, sql
-from .names import has_cjk, name_parts
+from .names import has_cjk, is_chinese_name, name_parts
 from .models import (
     CustomerProfile, DoNotLink, FeedBatch, MatchKey, MatchRule, PossibleDuplicate, ProbabilisticModel,
     RecordLink, Source, SourceRecord, SuppressedIdentifier,
@@ -820,12 +820,14 @@ def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> s
         if (full, family, given) not in parts:
             family_key, given_key = name_parts(full, family, given)
             parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full),
-                                          bool(family or given) or has_cjk(full))
+                                          bool(family or given) or has_cjk(full),
+                                          is_chinese_name(full, family, given))
         rows.append(parts[full, family, given])
     given_keys = pa.array([row[1] for row in rows], pa.string())
     duck.register("household_names", pa.table({
         "id": named.column("id"), "family": pa.array([row[0] for row in rows], pa.string()), "given": given_keys,
         "cjk": pa.array([row[2] for row in rows], pa.bool_()), "ordered": pa.array([row[3] for row in rows]),
+        "chinese": pa.array([row[4] for row in rows], pa.bool_()),
         "born": named.column("birth_date"), "phone": named.column("phone"), "email": named.column("email")}))
     return set(named.column("id").filter(pc.is_valid(given_keys)).to_pylist())
 
@@ -846,10 +848,12 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
     (xiaoming and xiaohong: Jaro-Winkler 0.90). Two given names in Chinese characters whose pinyin differs are
     different characters that sound different: an input method's slip gives a homophone, of the same pinyin.
 
-    Born on the same day, such a pair is apart only if it also shares a phone or an e-mail: twins (or spouses of
-    one birthday). Another given or family name on one birth date and address, with no phone or e-mail in common,
-    is one person under another name (an English given name on a card application, a married name, a name typed in
-    the wrong box) more often than twins, who are told apart where the sources hold their phones or e-mails."""
+    Born on the same day, such a pair is apart if it also shares a phone or an e-mail (twins, or spouses of one
+    birthday), or if either name is Chinese (`names.is_chinese_name`): a Chinese customer is not known by two given
+    names or two family names (no married names, no nicknames in bank records), so another name on one birthday
+    and address is a twin. Otherwise another given or family name on one birth date and address, with no phone or
+    e-mail in common, is one person under another name (a married name, a nickname, a name typed in the wrong box)
+    more often than a twin."""
     if not len(pairs):
         return np.zeros(0, dtype=bool)
     duck.execute(
@@ -865,14 +869,15 @@ def _household_pairs(pairs: np.ndarray, duck: duckdb.DuckDBPyConnection) -> np.n
     apart = duck.sql(
         "SELECT xg IS NOT NULL AND yg IS NOT NULL AND NOT (run_together OR crosswise OR (given_fits AND ("
         "fits(xf, yf, FALSE, typos) OR (ordered AND coalesce(damerau_levenshtein(xf, yf) <= 1, FALSE)))))"
-        "AND (NOT coalesce(xb = yb, FALSE) OR shared_contact) "
+        "AND (NOT coalesce(xb = yb, FALSE) OR shared_contact OR chinese) "
         "AS apart FROM (SELECT *, "
         "list_has_any([coalesce(xf, '') || xg, xg || coalesce(xf, '')], [coalesce(yf, '') || yg, yg || coalesce(yf, '')]) "
         "AS run_together, typos AND fits(xg, yf, FALSE, TRUE) AND fits(xf, yg, FALSE, TRUE) AS crosswise, "
         "fits(xg, yg, TRUE, typos) AS given_fits "
         "FROM (SELECT p.position, x.family AS xf, x.given AS xg, y.family AS yf, y.given AS yg, "
         "x.born AS xb, y.born AS yb, NOT (x.cjk AND y.cjk) AS typos, x.ordered AND y.ordered AS ordered, "
-        "coalesce(x.phone = y.phone, FALSE) OR coalesce(x.email = y.email, FALSE) AS shared_contact "
+        "coalesce(x.phone = y.phone, FALSE) OR coalesce(x.email = y.email, FALSE) AS shared_contact, "
+        "x.chinese OR y.chinese AS chinese "
         "FROM household_pairs p JOIN household_names x ON x.id = p.a JOIN household_names y ON y.id = p.b)) "
         "ORDER BY position"
     ).to_arrow_table().column("apart")

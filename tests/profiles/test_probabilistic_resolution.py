@@ -259,3 +259,24 @@ def test_parent_and_child_or_spouses_sharing_contact_data_stay_apart(write_feed,
     assert record("HP1").profile_id != record("HP2").profile_id
     assert record("HS1").profile_id != record("HS2").profile_id
     assert record("HP1").profile.record_count == record("HS1").profile.record_count == 1
+
+
+# Twins as a card application types them: same family name, birthday and home, one giving a phone, the other an
+# e-mail, so no contact datum is shared; their names are Chinese, and a Chinese customer has one given name.
+TWINS_WITHOUT_SHARED_CONTACT = (
+    customer("TW1", full_name="刘雪", gender="F", birth_date="1984-04-12", phone="13601067032", **HOME),
+    customer("TW2", family_name="Liu", given_name="Yaozhen", gender="F", birth_date="1984-04-12",
+             email="liu_yaozhen78@aliyun.com", **HOME),
+)
+
+
+def test_twins_with_chinese_names_stay_apart_with_no_phone_or_email_in_common(write_feed, tmp_path):
+    sample = tmp_path / "sample"
+    generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
+    for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
+        load(source, sample / name)
+    load("core", write_feed([TWINS_WITHOUT_SHARED_CONTACT[0]]))
+    load("card", write_feed([TWINS_WITHOUT_SHARED_CONTACT[1]]))
+    identity_resolve()
+
+    assert record("TW1").profile_id != record("TW2").profile_id
