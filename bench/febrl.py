@@ -35,10 +35,10 @@ class PairScores:
 
 
 def febrl_dir(root: Path) -> Path | None:
-    """The shared FEBRL folder beside the project (a worktree sits one level deeper than the main checkout)."""
-    for base in (root.parent, root.parent.parent):
-        if (base / "shared" / "data" / "febrl" / "dataset1.csv").exists():
-            return base / "shared" / "data" / "febrl"
+    """The FEBRL sets the project ships for its tests (tests/data/febrl), else the shared folder beside it."""
+    for folder in (root / "tests" / "data" / "febrl", root.parent / "shared" / "data" / "febrl"):
+        if (folder / "dataset1.csv").exists():
+            return folder
     return None
 
 
