@@ -82,7 +82,9 @@ class FeedBatch(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     scored_by = models.ForeignKey("ProbabilisticModel", null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="+")
-    model_use = models.CharField(max_length=8, blank=True, help_text="prior, stored or trained; empty: none scored")
+    # A database default too: the benchmarks and bulk tools insert batches in plain SQL.
+    model_use = models.CharField(max_length=8, blank=True, db_default="",
+                                 help_text="prior, stored or trained; empty: none scored")
 
     class Meta:
         ordering = ["-started_at", "-id"]

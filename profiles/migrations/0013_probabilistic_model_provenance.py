@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='feedbatch',
             name='model_use',
-            field=models.CharField(blank=True, help_text='prior, stored or trained; empty: none scored', max_length=8),
+            field=models.CharField(blank=True, db_default='', help_text='prior, stored or trained; empty: none scored', max_length=8),
         ),
         migrations.AddField(
             model_name='feedbatch',
