@@ -246,15 +246,20 @@ SPOUSES = (
 )
 
 
-def test_parent_and_child_or_spouses_sharing_contact_data_stay_apart(write_feed, tmp_path):
+def resolve_pairs_among_a_thousand_people(write_feed, tmp_path, pairs) -> None:
+    """Each pair's first record in core and second in card, beside a generated thousand people (so the model has
+    data to be estimated from), then resolved."""
     sample = tmp_path / "sample"
     generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
     for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
         load(source, sample / name)
-    households = (PARENT_AND_CHILD, SPOUSES)
-    load("core", write_feed([first for first, _ in households]))
-    load("card", write_feed([second for _, second in households]))
+    load("core", write_feed([first for first, _ in pairs]))
+    load("card", write_feed([second for _, second in pairs]))
     identity_resolve()
+
+
+def test_parent_and_child_or_spouses_sharing_contact_data_stay_apart(write_feed, tmp_path):
+    resolve_pairs_among_a_thousand_people(write_feed, tmp_path, (PARENT_AND_CHILD, SPOUSES))
 
     assert record("HP1").profile_id != record("HP2").profile_id
     assert record("HS1").profile_id != record("HS2").profile_id
@@ -271,12 +276,6 @@ TWINS_WITHOUT_SHARED_CONTACT = (
 
 
 def test_twins_with_chinese_names_stay_apart_with_no_phone_or_email_in_common(write_feed, tmp_path):
-    sample = tmp_path / "sample"
-    generate_sample_feeds(out_dir=sample, customers=1000, seed=2)
-    for source, name in (("core", CORE_FILE), ("card", CARD_FILE), ("wealth", WEALTH_FILE)):
-        load(source, sample / name)
-    load("core", write_feed([TWINS_WITHOUT_SHARED_CONTACT[0]]))
-    load("card", write_feed([TWINS_WITHOUT_SHARED_CONTACT[1]]))
-    identity_resolve()
+    resolve_pairs_among_a_thousand_people(write_feed, tmp_path, (TWINS_WITHOUT_SHARED_CONTACT,))
 
     assert record("TW1").profile_id != record("TW2").profile_id
