@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from profiles.normalize import compose_full_name, name_match_key
-from profiles.probabilistic import RECORD_SCHEMA, score_pairs, train_model
+from profiles.probabilistic import score_pairs, train_model
 
 LINK, REVIEW = 0.99, 0.80
 FAMILY = ["wang", "li", "zhang", "liu", "chen", "yang", "huang", "zhao", "wu", "zhou", "xu", "sun", "ma", "zhu", "hu",

@@ -7,7 +7,7 @@ that no deterministic rule links: a clear match, a clear non-match and a borderl
 import pytest
 from django.conf import settings
 
-from profiles import probabilistic, resolution
+from profiles import probabilistic
 from profiles.feeds import feed_load
 from profiles.models import (
     CustomerProfile, DoNotLink, MatchKey, PossibleDuplicate, ProbabilisticModel, RecordLink, SourceRecord,
