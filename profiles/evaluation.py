@@ -206,28 +206,20 @@ def _evaluate(show: int) -> IdentityEvaluation:
         unknown_examples=unknown_examples, unresolved=unresolved, true_pairs=int(true), predicted_pairs=int(predicted),
         right_pairs=int(right), exact_clusters=exact,
         bcubed=Scores(_ratio(float(bc_precision), records), _ratio(float(bc_recall), records)),
-        false_merges=_false_merges(show) if show else [], missed=_missed(show) if show else [],
+        false_merges=_worst(show, by="cluster") if show else [], missed=_worst(show, by="entity") if show else [],
     )
 
 
-def _false_merges(show: int) -> list[ErrorGroup]:
-    """The profiles with the most pairs of records of different entities, worst first."""
+def _worst(show: int, *, by: str) -> list[ErrorGroup]:
+    """By profile ("cluster"): those holding the most pairs of records of different entities (false merges); by
+    "entity": those whose records are spread over the most pairs of profiles (misses). Worst first."""
+    other = "entity" if by == "cluster" else "cluster"
     worst = sql.fetch_all(
-        f"WITH cells AS (SELECT cluster, entity, COUNT(*) AS n FROM {T_ASSIGNED} GROUP BY cluster, entity) "
-        f"SELECT cluster, (SUM(n) * (SUM(n) - 1) - SUM(n * (n - 1))) / 2 AS wrong FROM cells "
-        f"GROUP BY cluster HAVING COUNT(*) > 1 ORDER BY wrong DESC, cluster LIMIT %s", [show]
+        f"WITH cells AS (SELECT {by}, {other}, COUNT(*) AS n FROM {T_ASSIGNED} GROUP BY {by}, {other}) "
+        f"SELECT {by}, (SUM(n) * (SUM(n) - 1) - SUM(n * (n - 1))) / 2 AS wrong FROM cells "
+        f"GROUP BY {by} HAVING COUNT(*) > 1 ORDER BY wrong DESC, {by} LIMIT %s", [show]
     )
-    return _groups([(cluster, int(wrong)) for cluster, wrong in worst], by="cluster", merged=True)
-
-
-def _missed(show: int) -> list[ErrorGroup]:
-    """The entities whose records are spread over the most pairs of profiles, worst first."""
-    worst = sql.fetch_all(
-        f"WITH cells AS (SELECT entity, cluster, COUNT(*) AS n FROM {T_ASSIGNED} GROUP BY entity, cluster) "
-        f"SELECT entity, (SUM(n) * (SUM(n) - 1) - SUM(n * (n - 1))) / 2 AS missed FROM cells "
-        f"GROUP BY entity HAVING COUNT(*) > 1 ORDER BY missed DESC, entity LIMIT %s", [show]
-    )
-    return _groups([(entity, int(missed)) for entity, missed in worst], by="entity", merged=False)
+    return _groups([(key, int(wrong)) for key, wrong in worst], by=by, merged=by == "cluster")
 
 
 def _groups(worst: list[tuple], *, by: str, merged: bool) -> list[ErrorGroup]:
