@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from .keys import api_key_create, api_key_forget, api_keys_revoke, scopes_validate
-from .models import ApiKey, AuditRecord, Scope
+from .models import ApiKey, Scope
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -59,30 +59,3 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         revoked = api_keys_revoke(ids=queryset.values_list("pk", flat=True))
         self.message_user(request, f"Revoked {revoked} key(s).")
-
-
-@admin.register(AuditRecord)
-class AuditRecordAdmin(admin.ModelAdmin):
-    list_display = ["at", "profile_public_id", "caller", "field_list", "method", "path", "request_id"]
-    # Search by profile id: a list filter over a million profiles would not load.
-    search_fields = ["=profile_public_id", "=request_id"]
-    list_filter = ["api_key"]
-    date_hierarchy = "at"
-    list_select_related = ["api_key", "user"]
-
-    @admin.display(description="caller")
-    def caller(self, obj):
-        return str(obj.api_key) if obj.api_key_id else obj.user and obj.user.get_username()
-
-    @admin.display(description="fields")
-    def field_list(self, obj):
-        return ", ".join(obj.fields)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

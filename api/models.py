@@ -1,5 +1,4 @@
-"""API keys for client apps, and the audit trail of unmasked personal data returned by the API."""
-from django.conf import settings
+"""API keys for client apps (the audit trail of clear personal data is privacy.models.AuditRecord)."""
 from django.db import models
 
 from .rates import validate_rate
@@ -41,28 +40,3 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix})"
-
-
-class AuditRecord(models.Model):
-    """A response that returned unmasked personal data of a profile: who, which fields, when, which request."""
-
-    # No constraint in the database (PROTECT is the ORM's): its check at each audited response's commit took a
-    # shared lock on the key's row, which every call with that key then contended for.
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-                                db_constraint=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+", db_constraint=False)
-    # The public id as the caller saw it: kept even if the profile is later merged away.
-    profile_public_id = models.CharField(max_length=26)
-    fields = models.JSONField(default=list)
-    at = models.DateTimeField(auto_now_add=True)
-    request_id = models.CharField(max_length=64)
-    method = models.CharField(max_length=8)
-    path = models.CharField(max_length=500)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["profile_public_id", "at"], name="audit_profile_time")]
-
-    def __str__(self) -> str:
-        return f"{self.profile_public_id} @ {self.at:%Y-%m-%d %H:%M:%S}"

@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "profiles",
     "tags",
     "segments",
+    "privacy",
     "rest_framework",
     "django_filters",
     "drf_spectacular",

@@ -1,4 +1,4 @@
-"""Profile serializers. Personal fields are masked unless the context says `read_pii` (see api.masking)."""
+"""Profile serializers. Personal fields are masked unless the context says `read_pii` (see privacy.policy)."""
 import copy
 
 from rest_framework import serializers
@@ -8,7 +8,7 @@ from profiles.resolution import SURVIVORSHIP_GROUPS
 from segments.models import SegmentMember
 from tags.models import TagAssignment
 
-from ..masking import mask_fields
+from privacy.policy import mask_fields
 
 # Birth dates travel as text: masked, they are "1985-**-**", which is not a date.
 _BIRTH_DATE_HELP = "YYYY-MM-DD; masked to the year (YYYY-**-**) without profiles:read_pii"

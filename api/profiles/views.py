@@ -26,7 +26,7 @@ from tags.services import tag_add, tag_remove
 
 from ..audit import audit_pii_returned
 from ..exceptions import Conflict
-from ..masking import pii_present
+from privacy.policy import pii_present
 from ..models import Scope
 from ..permissions import has_scope
 from . import serializers as s

@@ -25,7 +25,7 @@ from segments.services import segment_delete, segment_save
 from segments.tasks import segment_refresh_enqueue
 
 from ..audit import audit_pii_returned
-from ..masking import mask_fields
+from privacy.policy import mask_fields
 from ..models import Scope
 from ..permissions import has_scope
 from . import serializers as s

@@ -5,7 +5,8 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from api.keys import api_key_create, api_key_verify
-from api.models import ApiKey, AuditRecord
+from api.models import ApiKey
+from privacy.models import AuditRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -39,10 +40,10 @@ def test_revoke_action(admin_client):
 def test_audit_records_are_read_only_and_searchable_by_profile(admin_client):
     AuditRecord.objects.create(profile_public_id="PAAA", fields=["phone"], request_id="r1", method="GET", path="/x")
     AuditRecord.objects.create(profile_public_id="PBBB", fields=["email"], request_id="r2", method="GET", path="/x")
-    page = admin_client.get("/admin/api/auditrecord/?q=PAAA").content.decode()
+    page = admin_client.get("/admin/privacy/auditrecord/?q=PAAA").content.decode()
     assert "PAAA" in page and "PBBB" not in page
-    assert admin_client.get("/admin/api/auditrecord/add/").status_code == 403
+    assert admin_client.get("/admin/privacy/auditrecord/add/").status_code == 403
     record = AuditRecord.objects.get(profile_public_id="PAAA")
-    admin_client.post(f"/admin/api/auditrecord/{record.pk}/change/", {"fields": '["x"]'})
-    admin_client.post(f"/admin/api/auditrecord/{record.pk}/delete/", {"post": "yes"})
+    admin_client.post(f"/admin/privacy/auditrecord/{record.pk}/change/", {"fields": '["x"]'})
+    admin_client.post(f"/admin/privacy/auditrecord/{record.pk}/delete/", {"post": "yes"})
     assert AuditRecord.objects.get(pk=record.pk).fields == ["phone"]

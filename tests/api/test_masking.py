@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from api.masking import mask_address, mask_birth_date, mask_fields, mask_given_name
+from privacy.policy import mask_address, mask_birth_date, mask_fields, mask_given_name
 from profiles.normalize import mask_email, mask_id_number, mask_name, mask_phone
 
 

@@ -8,7 +8,7 @@ from django.db.models import ProtectedError
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from api.models import AuditRecord
+from privacy.models import AuditRecord
 from profiles.models import Consent, CustomerProfile, FeedBatch, ProfileMetrics, Source, SourceRecord
 from profiles.normalize import keyed_hash
 from segments.models import Segment, SegmentMember

@@ -6,7 +6,7 @@ import io
 import pytest
 from django.utils import timezone
 
-from api.models import AuditRecord
+from privacy.models import AuditRecord
 from profiles.models import Consent, CustomerProfile
 from segments.models import RefreshJob, Segment, SegmentEvent, SegmentMember
 from segments.services import segment_refresh, segment_save

@@ -1,10 +1,15 @@
-"""What a caller without profiles:read_pii sees of personal fields.
+"""The privacy policy, in one place: which fields are personal, how each is masked, and who sees them clear.
+
+Every door that shows a profile's personal data (the API, the admin, exports, explain, rejected rows) asks this
+module, through a `Viewer`, whether the reader sees a field clear, and masks it with `MASKS` otherwise; a clear
+read is audited through `privacy.audit` before the data leaves.
 
 The national id number is never stored in clear (only a keyed hash and `id_number_masked`), so it is always
 returned masked, with or without the scope. Card numbers are only ever BIN and last 4 (stored that way).
 """
 import datetime as dt
 import re
+from dataclasses import dataclass
 
 from profiles.normalize import mask_email, mask_id_number, mask_name, mask_phone
 
@@ -49,7 +54,7 @@ MASKS = {
 # The fields whose clear value profiles:read_pii unlocks, and that an audit record lists.
 PII_FIELDS = tuple(MASKS)
 
-__all__ = ["MASKS", "PII_FIELDS", "mask_address", "mask_birth_date", "mask_email", "mask_given_name",
+__all__ = ["MASKS", "PII_FIELDS", "Viewer", "mask_address", "mask_birth_date", "mask_email", "mask_given_name",
            "mask_id_number", "mask_name", "mask_phone"]
 
 
@@ -65,3 +70,21 @@ def mask_fields(data: dict, fields=PII_FIELDS) -> dict:
 def pii_present(data: dict, fields=PII_FIELDS) -> list[str]:
     """The personal fields that carry a value in a serialized object (what an audit record lists)."""
     return [name for name in fields if data.get(name)]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who reads personal data: an API key or a person, whether the policy lets them see it clear, and the request
+    an audit record names. Built by the door (api.audit.viewer_of for a key or a browsable-API user)."""
+
+    sees_clear: bool
+    api_key_id: int | None = None
+    user_id: int | None = None
+    request_id: str = ""
+    method: str = ""
+    path: str = ""
+
+
+def present(data: dict, viewer: Viewer, fields=PII_FIELDS) -> dict:
+    """`data` as the viewer may see it: personal fields masked in place unless the viewer sees them clear."""
+    return data if viewer.sees_clear else mask_fields(data, fields)
