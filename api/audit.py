@@ -5,7 +5,8 @@ import uuid
 from privacy.audit import audit_clear_read
 from privacy.policy import Viewer
 
-from .models import ApiKey
+from .models import ApiKey, Scope
+from .permissions import has_scope
 
 # A caller's X-Request-ID is kept if it looks like an id; anything else is replaced, never stored as given.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
@@ -29,6 +30,11 @@ def viewer_of(request, *, sees_clear: bool) -> Viewer:
     # The path only: a query string may hold the phone or id number of a lookup.
     return Viewer(sees_clear=sees_clear, api_key_id=api_key and api_key.pk, user_id=user and user.pk,
                   request_id=request_id_of(request), method=request.method, path=request.path[:500])
+
+
+def personal_data_viewer(request) -> Viewer:
+    """The caller as the policy sees it: clear personal data with the scope profiles:read_pii, masks without."""
+    return viewer_of(request, sees_clear=has_scope(request, Scope.PROFILES_READ_PII))
 
 
 def audit_pii_returned(*, request, fields_by_profile: dict[str, list[str]]) -> int:

@@ -4,6 +4,7 @@ A view declares `required_scopes`, a mapping from the viewset action (`list`, `r
 for plain APIViews, the HTTP method (`GET`, `PUT`, ...) to a scope. An action or method missing from the
 mapping is refused (fail closed). Staff signed in with a session hold every scope.
 """
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 
 from .models import ApiKey, Scope
@@ -47,3 +48,11 @@ class HasScope(BasePermission):
             self.message = f"This endpoint needs the scope {scope!r}."
             return False
         return True
+
+
+def require_personal_data_scope(request, fields, what: str) -> None:
+    """Searching by a personal field (a lookup, a rule's condition) answers for guessed values and so recovers what
+    the masks hide: it needs the scope that shows the field clear. `fields`: the personal fields searched by."""
+    if fields and not has_scope(request, Scope.PROFILES_READ_PII):
+        raise PermissionDenied(f"{what} on the personal fields {', '.join(fields)} needs the scope "
+                               f"{Scope.PROFILES_READ_PII.value!r}.")

@@ -4,16 +4,19 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.parsers import FormParser, MultiPartParser
 
+from segments.rules import rule_personal_fields
 from segments.services import tag_definition_delete, tag_definition_save
 from tags.models import TagDefinition
 
+from .audit import personal_data_viewer
 from .models import Scope
-from .segments.serializers import RuleField, RuleJSONParser
+from .permissions import require_personal_data_scope
+from .segments.serializers import RuleField, RuleJSONParser, RuleMaskedMixin
 
 _CODE = OpenApiParameter("code", OpenApiTypes.STR, OpenApiParameter.PATH)
 
 
-class TagDefinitionSerializer(serializers.ModelSerializer):
+class TagDefinitionSerializer(RuleMaskedMixin, serializers.ModelSerializer):
     rule = RuleField(required=False, allow_null=True)
 
     class Meta:
@@ -44,10 +47,15 @@ class TagDefinitionViewSet(viewsets.ModelViewSet):
                        "create": Scope.SEGMENTS_WRITE.value, "update": Scope.SEGMENTS_WRITE.value,
                        "partial_update": Scope.SEGMENTS_WRITE.value, "destroy": Scope.SEGMENTS_WRITE.value}
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "viewer": personal_data_viewer(self.request)}
+
     def perform_create(self, serializer):
+        self._check_rule(serializer.validated_data)
         serializer.instance = tag_definition_save(tag=TagDefinition(**serializer.validated_data))
 
     def perform_update(self, serializer):
+        self._check_rule(serializer.validated_data)
         tag = serializer.instance
         for name, value in serializer.validated_data.items():
             setattr(tag, name, value)
@@ -55,3 +63,6 @@ class TagDefinitionViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance):
         tag_definition_delete(tag=instance)
+
+    def _check_rule(self, data: dict) -> None:
+        require_personal_data_scope(self.request, rule_personal_fields(data.get("rule")), "A rule")

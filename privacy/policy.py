@@ -5,7 +5,12 @@ module, through a `Viewer`, whether the reader sees a field clear, and masks it 
 read is audited through `privacy.audit` before the data leaves.
 
 The national id number is never stored in clear (only a keyed hash and `id_number_masked`), so it is always
-returned masked, with or without the scope. Card numbers are only ever BIN and last 4 (stored that way).
+returned masked, with or without the scope; it is still personal: a lookup by it says whether a guessed number is a
+customer's. Card numbers are only ever BIN and last 4 (stored that way).
+
+Asking is reading: a search that answers yes or no for a guessed value of a personal field (a lookup by phone, a
+segment rule `phone startswith ...`) recovers the value behind its mask (a phone's mask hides 4 digits: 10,000
+guesses), so a door that searches by a personal field lets only viewers who may see it clear do so.
 """
 import datetime as dt
 import re
@@ -50,12 +55,30 @@ MASKS = {
     "email": mask_email,
     "address": mask_address,
     "birth_date": mask_birth_date,
+    "id_number": mask_id_number,
 }
-# The fields whose clear value profiles:read_pii unlocks, and that an audit record lists.
+# The personal fields: their clear value is what profiles:read_pii unlocks, what an audit record lists, and what a
+# lookup or a segment rule may search by only for a viewer who sees it clear.
 PII_FIELDS = tuple(MASKS)
 
-__all__ = ["MASKS", "PII_FIELDS", "Viewer", "mask_address", "mask_birth_date", "mask_email", "mask_given_name",
-           "mask_id_number", "mask_name", "mask_phone"]
+__all__ = ["MASKED_VIEWER", "MASKS", "PII_FIELDS", "Viewer", "is_personal", "mask_address", "mask_birth_date", "mask_email",
+           "mask_given_name", "mask_id_number", "mask_name", "mask_phone", "mask_value", "present"]
+
+
+def is_personal(field: str) -> bool:
+    return field in MASKS
+
+
+def mask_value(field: str, value):
+    """One value of `field` as a viewer without the right sees it: a personal field's text or date masked (a list
+    item by item); anything else (a relative date such as {"years_ago": 60}, a non-personal field) as it is."""
+    if not is_personal(field) or not value:
+        return value
+    if isinstance(value, list):
+        return [mask_value(field, item) for item in value]
+    if isinstance(value, (str, dt.date)):
+        return MASKS[field](value)
+    return value
 
 
 def mask_fields(data: dict, fields=PII_FIELDS) -> dict:
@@ -83,6 +106,10 @@ class Viewer:
     request_id: str = ""
     method: str = ""
     path: str = ""
+
+
+# A reader the door could not name: it sees masks (the safe default of a selector given no viewer).
+MASKED_VIEWER = Viewer(sees_clear=False)
 
 
 def present(data: dict, viewer: Viewer, fields=PII_FIELDS) -> dict:

@@ -25,6 +25,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from privacy.policy import is_personal, mask_value
 from profiles.models import CustomerProfile
 from tags.models import TagAssignment, TagDefinition
 
@@ -68,9 +69,14 @@ class CatalogueField:
     def ops(self) -> tuple[str, ...]:
         return TYPE_OPS[self.type]
 
+    @property
+    def personal(self) -> bool:
+        """Whether the privacy policy counts the field as personal: rules testing it need the right to see it."""
+        return self.input == "profiles" and is_personal(self.name)
+
     def as_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "type": self.type, "ops": list(self.ops),
-                "examples": list(self.examples), "choices": list(self.choices)}
+                "examples": list(self.examples), "choices": list(self.choices), "personal": self.personal}
 
 
 FIELDS: dict[str, CatalogueField] = {}
@@ -793,16 +799,64 @@ def rule_is_time_relative(rule) -> bool:
     return False
 
 
-def rule_explain(rule: dict, *, profile: CustomerProfile, ctx: RuleContext | None = None, path: str = "") -> dict:
-    """Every node of the rule with whether it holds for the profile (evaluated by the same SQL) and the value seen."""
+def _personal_leaf(node) -> CatalogueField | None:
+    """The personal catalogue field a node tests, if it is a field leaf on one."""
+    field = FIELDS.get(node.get("field")) if isinstance(node, dict) and isinstance(node.get("field"), str) else None
+    return field if field is not None and field.personal else None
+
+
+def rule_personal_fields(rule) -> list[str]:
+    """The personal fields (privacy.policy) a rule's conditions test, sorted. Any JSON is walked, valid or not, without
+    recursion (a request body may nest deeper than the interpreter's stack); activity bodies hold activity fields."""
+    found, stack = set(), [rule]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if field := _personal_leaf(node):
+                found.add(field.name)
+            stack.extend(value for key, value in node.items() if key != "activity")
+    return sorted(found)
+
+
+def rule_masked(rule):
+    """A stored (validated) rule as a viewer without the right to personal data sees it: the values its conditions
+    compare personal fields with are masked like the fields themselves."""
+    if isinstance(rule, list):
+        return [rule_masked(item) for item in rule]
+    if not isinstance(rule, dict):
+        return rule
+    if field := _personal_leaf(rule):
+        return {**rule, **({"value": mask_value(field.name, rule["value"])} if "value" in rule else {})}
+    return {key: value if key == "activity" else rule_masked(value) for key, value in rule.items()}
+
+
+def rule_explain(rule: dict, *, profile: CustomerProfile, ctx: RuleContext | None = None, path: str = "",
+                 sees_clear: bool = False) -> dict:
+    """Every node of the rule with whether it holds for the profile (evaluated by the same SQL) and the value seen;
+    unless `sees_clear`, a personal field's value and the value compared with it are masked (privacy.policy)."""
     ctx = ctx or RuleContext()
     node_type = _node_type(rule, path)
     result = CustomerProfile.objects.filter(pk=profile.pk).filter(compile_node(rule, ctx)).exists()
     explained = {"path": path or "rule", "type": node_type.key, "result": result}
     if node_type.key in ("field", "tag", "segment", "activity"):
-        explained["node"] = rule
-        explained["value"] = node_type.explain_value(rule, ctx, profile)
+        value = node_type.explain_value(rule, ctx, profile)
+        explained["node"], explained["value"] = (rule, value) if sees_clear or not _personal_leaf(rule) else \
+            (rule_masked(rule), mask_value(rule["field"], value))
     children = node_type.children(rule, path)
     if children:
-        explained["children"] = [rule_explain(c, profile=profile, ctx=ctx, path=p) for c, p in children]
+        explained["children"] = [rule_explain(c, profile=profile, ctx=ctx, path=p, sees_clear=sees_clear)
+                                 for c, p in children]
     return explained
+
+
+def explained_personal_fields(explained: dict) -> list[str]:
+    """The personal fields whose value an explanation shows (what a clear read of it is audited for)."""
+    found, stack = set(), [explained]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.get("children", ()))
+        if node["type"] == "field" and node["value"] not in (None, "") and (field := _personal_leaf(node["node"])):
+            found.add(field.name)
+    return sorted(found)

@@ -5,11 +5,13 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Window
 from django.utils import timezone
 
+from privacy.audit import audit_clear_read
+from privacy.policy import MASKED_VIEWER, Viewer
 from profiles.models import Consent, CustomerProfile
 
 from . import sql
 from .models import Segment, SegmentEvent, SegmentMember
-from .rules import RuleContext, rule_explain, rule_queryset, rule_validate
+from .rules import RuleContext, explained_personal_fields, rule_explain, rule_queryset, rule_validate
 
 SAMPLE_SIZE = 20
 
@@ -80,15 +82,22 @@ def rule_diff(*, segment: Segment, rule: dict, now=None) -> dict:
         }
 
 
-def segment_explain(*, segment: Segment, profile: CustomerProfile, now=None) -> dict:
+def segment_explain(*, segment: Segment, profile: CustomerProfile, viewer: Viewer = MASKED_VIEWER,
+                    now=None) -> dict:
+    """Every node of the segment's rule for the profile. The values of personal fields are masked unless the viewer
+    sees them clear; then the read is audited before the explanation is returned. Without a viewer: masked."""
     ctx = RuleContext(now=now or timezone.now(), segment_slug=segment.slug)
     membership = _current_members(segment).filter(profile=profile).values("in_holdout").first()
+    explained = rule_explain(segment.rule, profile=profile, ctx=ctx, sees_clear=viewer.sees_clear) \
+        if segment.rule else None
+    if explained and viewer.sees_clear:
+        audit_clear_read(viewer=viewer, fields_by_profile={profile.public_id: explained_personal_fields(explained)})
     return {
         "segment": segment.slug,
         "profile": profile.public_id,
         "member": membership is not None,
         "in_holdout": bool(membership and membership["in_holdout"]),
-        "rule": rule_explain(segment.rule, profile=profile, ctx=ctx) if segment.rule else None,
+        "rule": explained,
     }
 
 

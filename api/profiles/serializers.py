@@ -1,4 +1,5 @@
-"""Profile serializers. Personal fields are masked unless the context says `read_pii` (see privacy.policy)."""
+"""Profile serializers. Personal fields are presented as the privacy policy says for the context's `viewer`
+(masked when there is none)."""
 import copy
 
 from rest_framework import serializers
@@ -8,7 +9,7 @@ from profiles.resolution import SURVIVORSHIP_GROUPS
 from segments.models import SegmentMember
 from tags.models import TagAssignment
 
-from privacy.policy import mask_fields
+from privacy.policy import MASKED_VIEWER, present
 
 # Birth dates travel as text: masked, they are "1985-**-**", which is not a date.
 _BIRTH_DATE_HELP = "YYYY-MM-DD; masked to the year (YYYY-**-**) without profiles:read_pii"
@@ -16,8 +17,7 @@ _BIRTH_DATE_HELP = "YYYY-MM-DD; masked to the year (YYYY-**-**) without profiles
 
 class MaskedMixin:
     def to_representation(self, instance):
-        data = super().to_representation(instance)
-        return data if self.context.get("read_pii") else mask_fields(data)
+        return present(super().to_representation(instance), self.context.get("viewer", MASKED_VIEWER))
 
 
 # One field instance formats every profile's timestamps as DRF would (local time zone, ISO 8601).
@@ -59,7 +59,7 @@ class ProfileSerializer(serializers.Serializer):
         data["record_count"] = profile.record_count
         data["created_at"] = _TIMESTAMP.to_representation(profile.created_at)
         data["updated_at"] = _TIMESTAMP.to_representation(profile.updated_at)
-        return data if self.context.get("read_pii") else mask_fields(data)
+        return present(data, self.context.get("viewer", MASKED_VIEWER))
 
 
 class ProfileDetailSerializer(ProfileSerializer):

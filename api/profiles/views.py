@@ -24,11 +24,13 @@ from tags.models import TagAssignment
 from tags.selectors import profile_tags, tag_definition_get
 from tags.services import tag_add, tag_remove
 
-from ..audit import audit_pii_returned
+from privacy.audit import audit_clear_read
+from privacy.policy import is_personal, pii_present
+
+from ..audit import personal_data_viewer
 from ..exceptions import Conflict
-from privacy.policy import pii_present
 from ..models import Scope
-from ..permissions import has_scope
+from ..permissions import require_personal_data_scope
 from . import serializers as s
 from .filters import CustomerProfileFilterSet
 
@@ -64,7 +66,9 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
         return profiles_active()
 
     def get_serializer_context(self):
-        return {**super().get_serializer_context(), "read_pii": has_scope(self.request, Scope.PROFILES_READ_PII)}
+        if not hasattr(self, "_viewer"):
+            self._viewer = personal_data_viewer(self.request)
+        return {**super().get_serializer_context(), "viewer": self._viewer}
 
     def get_profile(self) -> CustomerProfile:
         try:
@@ -84,12 +88,13 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
 
     def _audit(self, items: list[tuple[str, dict]]) -> None:
         """Audit the clear personal data of (public id, serialized object) pairs, if this response returns any."""
-        if not self.get_serializer_context()["read_pii"]:
+        viewer = self.get_serializer_context()["viewer"]
+        if not viewer.sees_clear:
             return
         fields: dict[str, set[str]] = {}
         for public_id, data in items:
             fields.setdefault(public_id, set()).update(pii_present(data))
-        audit_pii_returned(request=self.request, fields_by_profile=fields)
+        audit_clear_read(viewer=viewer, fields_by_profile=fields)
 
     def list(self, request, *args, **kwargs):
         queryset = self.filter_queryset(self.get_queryset())
@@ -113,16 +118,21 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
         description="GET with query parameters, or POST the same fields as JSON (preferred for phone, e-mail and id "
                     "number: a request body is not written to access logs). Values are normalised as in the "
                     "feeds (E.164 phones, lower-case e-mails); the id number is compared through its keyed hash. "
-                    "409 when several profiles share the value.",
+                    "409 when several profiles share the value. A lookup by phone, e-mail or id number (personal "
+                    "fields) needs profiles:read_pii besides profiles:read: answered for guessed values, it would "
+                    "recover what the masks hide.",
         parameters=[s.ProfileLookupSerializer], request=s.ProfileLookupSerializer,
         responses={200: s.ProfileDetailSerializer, 400: OpenApiResponse(description="Bad query"),
-                   409: OpenApiResponse(description="Several profiles match"), **_ERRORS},
+                   409: OpenApiResponse(description="Several profiles match"), **_ERRORS,
+                   403: OpenApiResponse(description="Missing scope (profiles:read_pii for a personal field)")},
     )
     @action(detail=False, methods=["get", "post"], url_path="lookup")
     def lookup(self, request):
         query = s.ProfileLookupSerializer(data=request.data if request.method == "POST" else request.query_params)
         query.is_valid(raise_exception=True)
         q = query.validated_data
+        require_personal_data_scope(request, [name for name in q if q[name] and is_personal(name)],
+                                    "A lookup")
         if q.get("key"):
             profile = profile_get_by_source_key(source=q["source"], customer_key=q["key"])
             matches = [profile] if profile else []

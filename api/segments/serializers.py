@@ -2,7 +2,9 @@
 from rest_framework import serializers
 from rest_framework.parsers import JSONParser
 
+from privacy.policy import MASKED_VIEWER
 from segments.models import RefreshJob, Segment, SegmentEvent
+from segments.rules import rule_masked
 
 
 class RuleField(serializers.JSONField):
@@ -20,7 +22,18 @@ class RuleJSONParser(JSONParser):
     strict = False
 
 
-class SegmentSerializer(serializers.ModelSerializer):
+class RuleMaskedMixin:
+    """A rule comparing personal fields with values shows those values masked unless the context's viewer sees
+    personal data clear (a rule such as `phone eq ...` names a customer)."""
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if data.get("rule") and not self.context.get("viewer", MASKED_VIEWER).sees_clear:
+            data["rule"] = rule_masked(data["rule"])
+        return data
+
+
+class SegmentSerializer(RuleMaskedMixin, serializers.ModelSerializer):
     rule = RuleField(required=False, allow_null=True)
     owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
 
@@ -69,6 +82,9 @@ class SegmentCatalogueFieldSerializer(serializers.Serializer):
     ops = serializers.ListField(child=serializers.CharField())
     examples = serializers.ListField(child=serializers.JSONField(), required=False)
     choices = serializers.ListField(child=serializers.CharField(), required=False)
+    personal = serializers.BooleanField(
+        help_text="A personal field (privacy policy): rules testing it need profiles:read_pii, and its values are "
+                  "masked in explain and in rules without it")
 
 
 class SegmentMemberSerializer(serializers.Serializer):

@@ -16,7 +16,7 @@ from rest_framework.reverse import reverse
 from profiles.models import Consent, CustomerProfile
 from profiles.selectors import profile_resolve
 from segments.models import Segment
-from segments.rules import activity_catalogue, catalogue
+from segments.rules import activity_catalogue, catalogue, rule_personal_fields
 from segments.selectors import (
     rule_diff, rule_preview, segment_explain, segment_history, segment_members, segment_members_for_channel,
     segment_members_on,
@@ -24,10 +24,11 @@ from segments.selectors import (
 from segments.services import segment_delete, segment_save
 from segments.tasks import segment_refresh_enqueue
 
-from ..audit import audit_pii_returned
 from privacy.policy import mask_fields
+
+from ..audit import audit_pii_returned, personal_data_viewer
 from ..models import Scope
-from ..permissions import has_scope
+from ..permissions import has_scope, require_personal_data_scope
 from . import serializers as s
 
 READ, WRITE = Scope.SEGMENTS_READ.value, Scope.SEGMENTS_WRITE.value
@@ -77,11 +78,21 @@ class SegmentViewSet(viewsets.ModelViewSet):
         "members": READ, "export": READ, "history": READ, "snapshot": READ,
     }
 
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "viewer": personal_data_viewer(self.request)}
+
+    def _check_rule(self, rule) -> None:
+        """A rule testing personal fields needs the personal-data scope to be previewed, compared or saved; a saved
+        one keeps refreshing (a refresh is a job, not a caller)."""
+        require_personal_data_scope(self.request, rule_personal_fields(rule), "A rule")
+
     def perform_create(self, serializer):
+        self._check_rule(serializer.validated_data.get("rule"))
         owner = self.request.user if getattr(self.request.user, "pk", None) else None
         serializer.instance = _save(Segment(**serializer.validated_data, owner=owner))
 
     def perform_update(self, serializer):
+        self._check_rule(serializer.validated_data.get("rule"))
         segment = serializer.instance
         for name, value in serializer.validated_data.items():
             setattr(segment, name, value)
@@ -110,6 +121,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     def preview(self, request):
         body = s.SegmentRuleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        self._check_rule(body.validated_data["rule"])
         return Response(s.SegmentPreviewSerializer(rule_preview(rule=body.validated_data["rule"])).data)
 
     @extend_schema(summary="How many would enter and leave if the segment's rule were changed to this one",
@@ -119,9 +131,13 @@ class SegmentViewSet(viewsets.ModelViewSet):
     def diff(self, request, slug=None):
         body = s.SegmentRuleSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return Response(rule_diff(segment=self.get_object(), rule=body.validated_data["rule"]))
+        segment = self.get_object()
+        self._check_rule(body.validated_data["rule"])
+        return Response(rule_diff(segment=segment, rule=body.validated_data["rule"]))
 
     @extend_schema(summary="Every node of the rule for one profile: true or false, and the value seen",
+                   description="Values of personal fields (the catalogue's `personal`), seen and compared with, are "
+                               "masked without profiles:read_pii; with it they are clear and the read is audited.",
                    parameters=[_SLUG, OpenApiParameter("profile", OpenApiTypes.STR, required=True,
                                                        description="A profile's public id")],
                    responses={200: s.SegmentExplainSerializer, **_ERRORS})
@@ -135,7 +151,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
             profile, _ = profile_resolve(public_id=public_id)
         except CustomerProfile.DoesNotExist:
             raise Http404 from None
-        return Response(segment_explain(segment=segment, profile=profile))
+        return Response(segment_explain(segment=segment, profile=profile, viewer=personal_data_viewer(request)))
 
     @extend_schema(summary="Refresh now: queues a refresh job", parameters=[_SLUG], request=None,
                    responses={202: s.SegmentRefreshAcceptedSerializer, **_ERRORS})

@@ -104,7 +104,7 @@ def test_explain_shows_every_node_with_its_result_and_the_value_seen(people):
                     {"not": {"tag": "vip"}},
                     {"field": "birth_date", "op": "gte", "value": "1980-01-01"}]}
 
-    explained = rule_explain(rule, profile=people["ann"], ctx=RuleContext(now=NOW))
+    explained = rule_explain(rule, profile=people["ann"], ctx=RuleContext(now=NOW), sees_clear=True)
 
     assert explained["result"] is False
     city, not_vip, birth = explained["children"]
@@ -114,8 +114,23 @@ def test_explain_shows_every_node_with_its_result_and_the_value_seen(people):
     assert (birth["path"], birth["result"], birth["value"]) == ("all[2]", False, "1950-01-01")
 
 
+def test_explain_masks_the_values_of_personal_fields_unless_the_reader_sees_them_clear(people):
+    rule = {"all": [{"field": "city", "op": "eq", "value": "Shanghai"},
+                    {"field": "birth_date", "op": "in", "value": ["1950-01-01", "1960-02-02"]}]}
+
+    city, birth = rule_explain(rule, profile=people["ann"], ctx=RuleContext(now=NOW))["children"]
+
+    assert (city["value"], city["node"]["value"]) == ("Shanghai", "Shanghai")
+    assert (birth["result"], birth["value"]) == (True, "1950-**-**")
+    assert birth["node"] == {"field": "birth_date", "op": "in", "value": ["1950-**-**", "1960-**-**"]}
+    assert rule == {"all": [{"field": "city", "op": "eq", "value": "Shanghai"},  # the rule itself is left alone
+                            {"field": "birth_date", "op": "in", "value": ["1950-01-01", "1960-02-02"]}]}
+
+
 def test_catalogue_lists_fields_with_types_ops_and_examples():
     fields = {f["name"]: f for f in catalogue()}
     assert fields["birth_date"]["type"] == "date" and "between" in fields["birth_date"]["ops"]
     assert fields["gender"]["choices"] == ["M", "F", "U"] and "contains" not in fields["gender"]["ops"]
     assert all(f["label"] and f["examples"] for f in fields.values())
+    assert {name for name, f in fields.items() if f["personal"]} == {
+        "full_name", "family_name", "given_name", "birth_date", "phone", "email", "address"}
