@@ -61,8 +61,8 @@ MASKS = {
 # lookup or a segment rule may search by only for a viewer who sees it clear.
 PII_FIELDS = tuple(MASKS)
 
-__all__ = ["MASKED_VIEWER", "MASKS", "PII_FIELDS", "Viewer", "is_personal", "mask_address", "mask_birth_date", "mask_email",
-           "mask_given_name", "mask_id_number", "mask_name", "mask_phone", "mask_value", "present"]
+__all__ = ["MASKED_VIEWER", "MASKS", "PII_FIELDS", "Viewer", "is_personal", "mask_address", "mask_birth_date",
+           "mask_email", "mask_given_name", "mask_id_number", "mask_name", "mask_phone", "mask_value", "present"]
 
 
 def is_personal(field: str) -> bool:
