@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "whitenoise.runserver_nostatic",  # runserver (bin/demo) serves static files as gunicorn does: through WhiteNoise
     "django.contrib.staticfiles",
     "profiles",
     "tags",
@@ -54,10 +55,11 @@ INSTALLED_APPS = [
     "api",
 ]
 
-# Django's own, except that the admin's (sessions, CSRF, auth, messages, framing) step aside for API calls made
-# with a key (api.middleware.carries_api_key).
+# Django's own and WhiteNoise, except that the admin's (sessions, CSRF, auth, messages, framing) step aside for API
+# calls made with a key (api.middleware.carries_api_key).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads sessions or the db
     "api.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "api.middleware.CsrfViewMiddleware",
@@ -110,8 +112,19 @@ TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Shanghai")
 USE_I18N = True
 USE_TZ = True
 
+# Static files (the admin's, the segment builder's, the API docs' bundled assets), served by WhiteNoise from
+# STATIC_ROOT after `manage.py collectstatic` (the image runs it, and bin/demo with DEBUG off); with DEBUG on, from
+# the apps directly.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+# Compressed copies (gzip, Brotli if installed) beside each file. Not the manifest storage: its hashed names need
+# collectstatic before any page renders, and the tests render the admin without it.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Served at the site's root: /favicon.ico.
+WHITENOISE_ROOT = BASE_DIR / "cdp" / "root"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery: with no broker configured, tasks run in-process so the embedded default needs nothing else.
@@ -163,6 +176,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Swagger UI's validator badge would send the schema's URL to an outside service.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
