@@ -54,7 +54,7 @@ def _json(response, status: int = 200) -> dict:
 
 
 def test_list_retrieve_lookup_and_preview_with_a_new_key(loaded):
-    client = _client_with_new_key("profiles:read,segments:read")
+    client = _client_with_new_key("profiles:read,profiles:read_pii,segments:read")  # a lookup by phone needs read_pii
 
     listed = _json(client.get("/api/v1/profiles/"))["results"]
     assert sorted(p["city"] for p in listed) == ["上海市", "北京市"]
