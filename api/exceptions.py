@@ -1,15 +1,22 @@
 """Every error as JSON: {"code": ..., "message": ..., "details": ...}; domain errors are the client's 400s."""
+import logging
+
 from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.core.signals import got_request_exception
 from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import exception_handler as drf_exception_handler, set_rollback
 
 from profiles.feeds import FeedFormatError
 from segments.rules import RuleError
 from tags.services import TagError
 
 from .keys import ApiKeyError
+
+logger = logging.getLogger(__name__)
+_SERVER_ERROR = {"code": "server_error", "message": "The server failed to answer; the error is logged."}
 
 
 class Conflict(exceptions.APIException):
@@ -25,6 +32,25 @@ class Conflict(exceptions.APIException):
 def not_found_view(request, *args, **kwargs):
     """Any /api/ URL that no route matches: the same JSON 404 as the endpoints give."""
     return JsonResponse({"code": "not_found", "message": "No such endpoint."}, status=404)
+
+
+def server_error(request, *args, **kwargs):
+    """handler500: an error outside the API views (e.g. in a middleware) on an /api/ URL answers in JSON too."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(_SERVER_ERROR, status=500)
+    return defaults.server_error(request, *args, **kwargs)
+
+
+def _unexpected_error(exc, context) -> Response:
+    """A bug answers 500 in JSON, with DEBUG on too (not Django's HTML page); the traceback goes to the log and to
+    whoever listens for request exceptions, as Django's own handling would send it."""
+    request = getattr(context.get("request"), "_request", None)
+    logger.error("Internal Server Error: %s", getattr(request, "path", "?"), exc_info=exc)
+    got_request_exception.send(sender=None, request=request)
+    set_rollback()
+    response = Response(_SERVER_ERROR, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    response._has_been_logged = True  # with its traceback, above; Django's own line would repeat it without
+    return response
 
 
 def _domain_error(exc) -> Response | None:
@@ -59,7 +85,9 @@ def exception_handler(exc, context):
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
-    if response is None or not isinstance(exc, exceptions.APIException):
+    if response is None:
+        return _unexpected_error(exc, context)
+    if not isinstance(exc, exceptions.APIException):
         return response
     if isinstance(exc, exceptions.ValidationError):
         body = {"code": _first_code(exc.get_codes()) if not isinstance(exc.detail, dict) else "invalid",

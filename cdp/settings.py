@@ -4,6 +4,7 @@ DATABASE_URL      default: SQLite file var/cdp.sqlite3 in the project folder
 CELERY_BROKER_URL unset: Celery tasks run in-process (eager)
 SECRET_KEY        required when DEBUG is off
 CDP_PII_KEY       key for keyed hashes and tokens of identifiers; required when DEBUG is off
+Production (HTTPS, HSTS, cookies, hosts, static files): README, "Deploying".
 """
 import os
 from pathlib import Path
@@ -34,7 +35,29 @@ if not DEBUG:
     if CDP_PII_KEY == _DEV_PII_KEY:
         raise ImproperlyConfigured("CDP_PII_KEY must be set when DEBUG is off")
 
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Deployment: hosts, HTTPS, cookies (README, "Deploying"). With DEBUG off every protection is on by default;
+# each can be turned off by its own variable (e.g. SECURE_SSL_REDIRECT=false to try the image without TLS).
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")  # e.g. https://cdp.bank.internal, if a proxy rewrites Host
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Probes and scrapers inside the cluster speak plain HTTP to the container.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+# Behind a proxy that terminates TLS and says so in X-Forwarded-Proto (and strips it from clients' requests).
+if env_bool("CDP_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Django's checks look for its own CSRF and framing middleware by dotted path; api.middleware's subclasses stand in
+# for them, and api.apps.check_admin_middleware checks those instead.
+SILENCED_SYSTEM_CHECKS = ["security.W002", "security.W003"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "whitenoise.runserver_nostatic",  # runserver (bin/demo) serves static files as gunicorn does: through WhiteNoise
     "django.contrib.staticfiles",
     "profiles",
     "tags",
@@ -54,10 +78,11 @@ INSTALLED_APPS = [
     "api",
 ]
 
-# Django's own, except that the admin's (sessions, CSRF, auth, messages, framing) step aside for API calls made
-# with a key (api.middleware.carries_api_key).
+# Django's own and WhiteNoise, except that the admin's (sessions, CSRF, auth, messages, framing) step aside for API
+# calls made with a key (api.middleware.carries_api_key).
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files, before anything that reads sessions or the db
     "api.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "api.middleware.CsrfViewMiddleware",
@@ -110,8 +135,19 @@ TIME_ZONE = os.environ.get("TIME_ZONE", "Asia/Shanghai")
 USE_I18N = True
 USE_TZ = True
 
+# Static files (the admin's, the segment builder's, the API docs' bundled assets), served by WhiteNoise from
+# STATIC_ROOT after `manage.py collectstatic` (the image runs it, and bin/demo with DEBUG off); with DEBUG on, from
+# the apps directly.
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
+# Compressed copies (gzip, Brotli if installed) beside each file. Not the manifest storage: its hashed names need
+# collectstatic before any page renders, and the tests render the admin without it.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Served at the site's root: /favicon.ico.
+WHITENOISE_ROOT = BASE_DIR / "cdp" / "root"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Celery: with no broker configured, tasks run in-process so the embedded default needs nothing else.
@@ -163,6 +199,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Swagger UI's validator badge would send the schema's URL to an outside service.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

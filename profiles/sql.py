@@ -9,6 +9,7 @@ import hashlib
 import io
 import queue
 import threading
+import weakref
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -314,10 +315,30 @@ def allocate_ids(model, count: int) -> list[int]:
         return list(range(start, start + count))
 
 
+# Per backend operations object (one per connection), per model: each concrete field with its column expression and
+# the converters the ORM would apply to it.
+_CONVERTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _field_converters(model) -> list[tuple[str, object, list]]:
+    by_model = _CONVERTERS.setdefault(connection.ops, {})
+    if model not in by_model:
+        table = model._meta.db_table
+        by_model[model] = [
+            (field.attname, col, connection.ops.get_db_converters(col) + field.get_db_converters(connection))
+            for field in model._meta.concrete_fields  # from_db takes the values in the model's field order
+            for col in [field.get_col(table)]
+        ]
+    return by_model[model]
+
+
 def fetch_instance(model, query: str, params: Sequence = ()):
     """The first row of `query` as a `model` instance (columns named like the model's fields become its fields,
     any other column an attribute), or None. For the hot API paths: Model.objects.raw() compiles converters and
-    column maps on every call, which costs more than the query itself."""
+    column maps on every call, which costs more than the query itself.
+
+    The fields get the values the ORM would read: through the backend's converters (SQLite returns date-times
+    naive, in UTC, and booleans and decimals as numbers) and the field's own (JSON arrives as text)."""
     with connection.cursor() as cur:
         cur.execute(query, params)
         row = cur.fetchone()
@@ -326,13 +347,13 @@ def fetch_instance(model, query: str, params: Sequence = ()):
         names = [d[0] for d in cur.description]
     columns = dict(zip(names, row))
     loaded, values = [], []
-    for field in model._meta.concrete_fields:  # from_db takes the values in the model's field order
-        if field.attname not in columns:
+    for attname, col, converters in _field_converters(model):
+        if attname not in columns:
             continue
-        value = columns.pop(field.attname)
-        if value is not None and hasattr(field, "from_db_value"):  # JSON arrives as text, as the ORM reads it
-            value = field.from_db_value(value, None, connection)
-        loaded.append(field.attname)
+        value = columns.pop(attname)
+        for convert in converters:
+            value = convert(value, col, connection)
+        loaded.append(attname)
         values.append(value)
     instance = model.from_db(connection.alias, loaded, values)
     for name, value in columns.items():

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.contrib.auth.hashers import check_password
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CUSTOMERS = 300
 
@@ -68,3 +70,8 @@ def test_main_job_generates_loads_and_unifies_the_sample_feeds_on_sqlite(tmp_pat
         assert one("SELECT COUNT(*) FROM profiles_cardtransaction WHERE pan_bin IS NOT NULL") > 0
         assert (printed_records, printed_profiles) == (records, profiles)
         assert printed_duplicates == one("SELECT COUNT(*) FROM profiles_possibleduplicate WHERE status = 'open'")
+        # --no-serve resets the admin's password too, so it prints the new one.
+        password = re.search(r"^Admin user: admin  password: (\S+)", result.stdout, re.MULTILINE)
+        assert password, result.stdout
+        stored, = db.execute("SELECT password FROM auth_user WHERE username = 'admin'").fetchone()
+        assert check_password(password.group(1), stored)

@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--customers", type=int, default=3000)
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--out", default=str(settings.VAR_DIR / "sample"))
-        parser.add_argument("--addr", default="127.0.0.1:8000")
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="address and port to serve on")
         parser.add_argument("--no-serve", action="store_true", help="stop after loading and unifying")
 
     def handle(self, *args, customers, seed, out, addr, no_serve, **options):
@@ -65,11 +65,16 @@ class Command(BaseCommand):
         for job in sample_segments_create().jobs:
             target = f"segment {job.segment.slug}" if job.segment_id else f"tag {job.tag.code}"
             self.stdout.write(f"{target}: {job.member_count} members ({job.status})")
+        if not settings.DEBUG:  # with DEBUG on, WhiteNoise serves the apps' static files where they are
+            call_command("collectstatic", interactive=False, verbosity=0)
         password = self._admin_password()
         if no_serve:
+            self.stdout.write(self.style.SUCCESS(
+                f"\nAdmin user: admin  password: {password}  (serve it with `bin/demo` or `bin/manage runserver`)\n"
+            ))
             return
         self.stdout.write(self.style.SUCCESS(
-            f"\nAdmin: http://{addr}/admin/  user: admin  password: {password}\n"
+            f"\nAdmin: http://{addr}/admin/  user: admin  password: {password}  (stop with Ctrl-C)\n"
         ))
         call_command("runserver", addr, use_reloader=False)
 
