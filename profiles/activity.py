@@ -28,7 +28,7 @@ from . import sql
 from .activity_columnar import parse_chunk
 from .activity_kinds import KINDS, ActivityKind, text_field
 from .columnar import KeyedHasher
-from .feeds import FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
+from .feeds import SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
 from .models import CustomerProfile, FeedBatch, FxRate, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, redact_raw_row
 
@@ -64,6 +64,8 @@ class _Stager:
         self.known_currencies = pa.array(sorted(known_currencies), pa.string())
         self.hasher = KeyedHasher()
         self.time_zone = timezone.get_current_timezone_name()
+        # Rows of erased people (PIPL) are skipped by their customer key, as in customer feeds.
+        self.erased = ErasedRows(source) if spec.per_customer else None
         self.state = _Staged()
 
     def add(self, chunk: RawChunk) -> None:
@@ -78,6 +80,11 @@ class _Stager:
                 raise FeedFormatError(f"not a {self.kind} feed: required column(s) {', '.join(missing)} missing")
         state.rows_read += table.num_rows + len(chunk.unreadable)
         state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        if self.erased is not None:
+            read = table.num_rows
+            table = self.erased.drop_by_key(table)
+            if table.num_rows < read:
+                state.warnings[SKIPPED_ERASED] += read - table.num_rows
         if table.num_rows == 0:
             return
         parsed = parse_chunk(self.kind, table, hasher=self.hasher, time_zone=self.time_zone)
