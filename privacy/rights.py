@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from profiles.activity import source_loads_held
 from profiles.activity_kinds import KINDS
 from profiles.feeds import erased_contact_value, erased_key_purpose
 from profiles.models import (
@@ -158,15 +159,22 @@ def _delete(queryset) -> int:
     return queryset.delete()[1].get(queryset.model._meta.label, 0)
 
 
-@transaction.atomic
 def erase_subject(*, profile: CustomerProfile, reason: str, by: str) -> ErasureLog:
     """Delete the person of `profile` everywhere: their profiles (the live one and those it absorbed), source
     records in every source, activity, metrics, tags, segment memberships and history, consent and its history,
     identity links and pairs, rejected rows naming their keys, and kept uploads of their sources. Keeps
-    do-not-reload markers and an erasure log (who, when, why, counts; no personal data). One transaction."""
+    do-not-reload markers and an erasure log (who, when, why, counts; no personal data). One transaction, with
+    the loads of the person's sources held off until it commits."""
     if not reason.strip():
         raise ValueError("an erasure needs a reason (a request or ticket reference)")
     profile, profile_ids = _person(profile)
+    source_ids = sorted(set(SourceRecord.objects.filter(profile_id__in=profile_ids).values_list("source_id",
+                                                                                               flat=True)))
+    with source_loads_held(source_ids), transaction.atomic():
+        return _erase(profile_ids=profile_ids, reason=reason, by=by)
+
+
+def _erase(*, profile_ids: list[int], reason: str, by: str) -> ErasureLog:
     records = _records(profile_ids)
     record_ids = [r["pk"] for r in records]
     log = ErasureLog.objects.create(erased_by=by[:150], reason=reason.strip())

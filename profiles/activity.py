@@ -32,7 +32,7 @@ from .feeds import SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, batch_
 from .models import CustomerProfile, FeedBatch, FxRate, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, redact_raw_row
 
-__all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load"]
+__all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load", "source_loads_held"]
 
 STAGE = "activity_stage"
 
@@ -231,6 +231,21 @@ def _lock(source: Source, kind: str) -> None:
 def _unlock(source: Source, kind: str) -> None:
     if sql.is_postgres():
         sql.execute("SELECT pg_advisory_unlock(%s)", [sql.advisory_lock_key(f"activity:{kind}", source.pk)])
+
+
+@contextlib.contextmanager
+def source_loads_held(source_ids: list[int]):
+    """Wait for the running loads of these sources (customers and every activity kind) and hold off new ones until
+    the block ends: an erasure must not interleave with a load that read the do-not-reload markers before it."""
+    keys = sorted(sql.advisory_lock_key(namespace, source_id) for source_id in source_ids
+                  for namespace in ("feed", *(f"activity:{kind}" for kind in KINDS))) if sql.is_postgres() else []
+    for key in keys:
+        sql.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        for key in reversed(keys):
+            sql.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def _create_stage(spec: ActivityKind, target: str) -> None:
