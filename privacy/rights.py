@@ -45,13 +45,17 @@ def _person(profile: CustomerProfile) -> tuple[CustomerProfile, list[int]]:
     return profile, [profile.pk, *absorbed]
 
 
-def _by_source_key(records: list[dict]) -> Q:
-    """Rows of (source, customer_key) of these records: one condition per source."""
+def _keys_by_source(records: list[dict]) -> dict[int, list[str]]:
     keys: dict[int, list[str]] = {}
     for record in records:
         keys.setdefault(record["source_id"], []).append(record["customer_key"])
+    return keys
+
+
+def _by_source_key(records: list[dict]) -> Q:
+    """Rows of (source, customer_key) of these records: one condition per source."""
     condition = Q(pk__in=[])
-    for source_id, customer_keys in keys.items():
+    for source_id, customer_keys in _keys_by_source(records).items():
         condition |= Q(source_id=source_id, customer_key__in=customer_keys)
     return condition
 
@@ -60,10 +64,7 @@ def _rejected_rows(records: list[dict]):
     """Rejected rows that name one of these records' customer keys in a batch of its source (the rows where the
     person can be found: a reject's other values are masked or unparsed)."""
     condition = Q(pk__in=[])
-    keys: dict[int, list[str]] = {}
-    for record in records:
-        keys.setdefault(record["source_id"], []).append(record["customer_key"])
-    for source_id, customer_keys in keys.items():
+    for source_id, customer_keys in _keys_by_source(records).items():
         condition |= Q(batch__source_id=source_id, raw__customer_key__in=customer_keys)
     return RejectedRow.objects.filter(condition)
 

@@ -1,1 +1,1 @@
-from tests.tags.conftest import make_profile, make_record  # noqa: F401  (shared fixtures)
+from tests.tags.conftest import make_profile  # noqa: F401  (shared fixture)
