@@ -3,6 +3,8 @@ deletes it everywhere and keeps do-not-reload markers, so that a reload of the v
 person back while everyone else reloads unchanged."""
 import csv
 import json
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -17,8 +19,9 @@ from privacy.rights import PER_CUSTOMER_KINDS, SubjectEncoder, erase_subject, su
 from profiles.activity import activity_feed_load
 from profiles.feeds import SKIPPED_ERASED, feed_load
 from profiles.metrics import profile_metrics_recompute
+from profiles import sql
 from profiles.models import (
-    Consent, ConsentEvent, CustomerProfile, FeedBatch, RejectedRow, SourceRecord,
+    Consent, ConsentEvent, CustomerProfile, FeedBatch, RejectedRow, Source, SourceRecord,
 )
 from profiles.resolution import identity_resolve
 from profiles.sample_activity import ACTIVITY_FILES, generate_sample_activity
@@ -240,3 +243,43 @@ def test_consent_rows_are_erased_with_their_history(make_profile):
 
     assert list(Consent.objects.values_list("profile_id", flat=True)) == [other.pk]
     assert list(ConsentEvent.objects.values_list("profile_id", flat=True)) == [other.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_waits_for_a_running_load_of_the_persons_source(make_profile):
+    person = make_profile(phone="+8613912875634")
+    core = Source.objects.get(code="core")
+    batch = FeedBatch.objects.create(source=core, file_name="core.csv", status=FeedBatch.Status.SUCCEEDED)
+    SourceRecord.objects.create(source=core, customer_key="C1", profile=person, row_digest="x", first_batch=batch,
+                                last_batch=batch, loaded_at=timezone.now(), needs_resolution=False)
+    load_running, load_done = threading.Event(), threading.Event()
+
+    def running_load():  # holds the lock a load of core holds
+        key = sql.advisory_lock_key("feed", core.pk)
+        sql.execute("SELECT pg_advisory_lock(%s)", [key])
+        load_running.set()
+        load_done.wait(60)
+        sql.execute("SELECT pg_advisory_unlock(%s)", [key])
+        connection.close()
+
+    def erasure():
+        erase_subject(profile=person, reason="DSR-5", by="dpo")
+        connection.close()
+
+    load = threading.Thread(target=running_load)
+    load.start()
+    load_running.wait(60)
+    erasing = threading.Thread(target=erasure)
+    erasing.start()
+    waiting = 0
+    for _ in range(600):  # until the erasure is seen queued behind the load's lock
+        waiting = sql.fetch_all("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0][0]
+        if waiting:
+            break
+        time.sleep(0.05)
+
+    assert waiting == 1 and CustomerProfile.objects.filter(pk=person.pk).exists()
+    load_done.set()
+    load.join(60)
+    erasing.join(60)
+    assert not CustomerProfile.objects.filter(pk=person.pk).exists()
