@@ -403,11 +403,13 @@ class ErasedRows:
     def drop_by_identity(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
         """Normalised rows carrying an erased person's valid id number, or phone and e-mail, dropped; and the
         positions kept."""
+        if not (len(self.ids) or len(self.contacts)) or not table.num_rows:
+            return table, np.arange(table.num_rows)
         hit = pa.array(np.zeros(table.num_rows, dtype=bool))
-        if len(self.ids) and table.num_rows:
+        if len(self.ids):
             valid_id = pc.and_(table.column("id_valid"), pc.is_in(table.column("id_number_hash"), value_set=self.ids))
             hit = pc.or_(hit, pc.fill_null(valid_id, False))
-        if len(self.contacts) and table.num_rows:
+        if len(self.contacts):
             contact = pc.binary_join_element_wise(table.column("phone"), table.column("email"), "|")
             hit = pc.or_(hit, pc.fill_null(pc.is_in(self.hasher(contact, "erased_contact"), value_set=self.contacts),
                                            False))
