@@ -12,6 +12,8 @@ class Scope(models.TextChoices):
     SEGMENTS_WRITE = "segments:write"
     FEEDS_WRITE = "feeds:write"
     JOBS_READ = "jobs:read"
+    # Subject access and erasure (PIPL): everything on a person, and its deletion; implied by no other scope.
+    PRIVACY_RIGHTS = "privacy:rights"
 
 
 class ApiKey(models.Model):

@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from .exceptions import not_found_view
 from .feeds import FeedBatchViewSet, LoadJobViewSet, RefreshJobViewSet
+from .privacy.views import SubjectViewSet
 from .profiles.views import ProfileViewSet
 from .segments.views import SegmentViewSet
 from .tags import TagDefinitionViewSet
@@ -17,6 +18,7 @@ router.register("tags", TagDefinitionViewSet, basename="tag")
 router.register("feeds/batches", FeedBatchViewSet, basename="feed-batch")
 router.register("jobs/refresh", RefreshJobViewSet, basename="refresh-job")
 router.register("jobs/load", LoadJobViewSet, basename="load-job")
+router.register("privacy/subjects", SubjectViewSet, basename="privacy-subject")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

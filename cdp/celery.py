@@ -15,4 +15,6 @@ app.conf.beat_schedule = {
     # Windows ("last 30 days"), dormancy and age move with the calendar even when nothing is loaded.
     "profile-metrics-nightly": {"task": "profiles.tasks.profile_metrics_recompute_task",
                                 "schedule": crontab(hour=1, minute=30)},
+    # Uploaded feed files past CDP_FEED_UPLOAD_KEEP_DAYS (they hold clear card and id numbers).
+    "feed-uploads-expire": {"task": "profiles.tasks.feed_uploads_expire_task", "schedule": 3600.0},
 }

@@ -167,6 +167,8 @@ CDP_MATCH_PROBABILITY_REVIEW = float(os.environ.get("CDP_MATCH_PROBABILITY_REVIE
 # work_mem for the transactions of loads and resolutions (big sorts and hash joins).
 CDP_BULK_WORK_MEM = os.environ.get("CDP_BULK_WORK_MEM", "256MB")
 CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
+# Days an uploaded feed file (clear card and id numbers) is kept after its load; 0: deleted once loaded successfully.
+CDP_FEED_UPLOAD_KEEP_DAYS = env_int("CDP_FEED_UPLOAD_KEEP_DAYS", 0)
 
 # Cache: the API's per-key rate counters. Set CACHE_URL=redis://... when several server processes must share them.
 CACHE_URL = os.environ.get("CACHE_URL", "")

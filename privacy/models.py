@@ -28,3 +28,49 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile_public_id} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class ErasureLog(models.Model):
+    """One erasure of a person under PIPL: who ran it, when, why, and how many rows of each kind went.
+
+    Holds no personal data: not the profile's id, not its source keys; `reason` is the operator's reference (a
+    request or ticket number), which they must not fill with the customer's details."""
+
+    erased_at = models.DateTimeField(auto_now_add=True)
+    erased_by = models.CharField(max_length=150)
+    reason = models.TextField()
+    # {"source_records": 3, "transactions": 120, ...}: rows deleted per kind.
+    counts = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-erased_at", "-id"]
+        # The rights a person needs in the admin; an API key needs the privacy:rights scope instead.
+        permissions = [("subject_access", "Can export everything held on a customer (subject access)"),
+                       ("erase_subject", "Can erase a customer (right to deletion)")]
+
+    def __str__(self) -> str:
+        return f"erasure #{self.pk} @ {self.erased_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ErasedIdentifier(models.Model):
+    """A do-not-reload marker: the keyed hash of an identifier of an erased person. A feed row whose identifier
+    hashes to a marker is skipped (counted as `skipped_erased`), so the next load does not bring the person back.
+
+    source_key: HMAC of the customer key with the purpose `erased_key:<source id>` (rows of that source);
+    id_number: the keyed hash of a valid id number, as the feeds compute it (rows of any source);
+    contact: HMAC of "phone|email", both normalised (rows of any source; households share either alone)."""
+
+    class Kind(models.TextChoices):
+        SOURCE_KEY = "source_key"
+        ID_NUMBER = "id_number"
+        CONTACT = "contact"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    digest = models.CharField(max_length=32)
+    # Set for source_key markers: a load reads the markers of its own source only.
+    source = models.ForeignKey("profiles.Source", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    erasure = models.ForeignKey(ErasureLog, on_delete=models.CASCADE, related_name="markers")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "digest"], name="uniq_erased_identifier")]
+        indexes = [models.Index(fields=["source", "kind"], name="erased_identifier_source")]

@@ -28,11 +28,11 @@ from . import sql
 from .activity_columnar import parse_chunk
 from .activity_kinds import KINDS, ActivityKind, text_field
 from .columnar import KeyedHasher
-from .feeds import FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
+from .feeds import SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
 from .models import CustomerProfile, FeedBatch, FxRate, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, redact_raw_row
 
-__all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load"]
+__all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load", "source_loads_held"]
 
 STAGE = "activity_stage"
 
@@ -64,6 +64,8 @@ class _Stager:
         self.known_currencies = pa.array(sorted(known_currencies), pa.string())
         self.hasher = KeyedHasher()
         self.time_zone = timezone.get_current_timezone_name()
+        # Rows of erased people (PIPL) are skipped by their customer key, as in customer feeds.
+        self.erased = ErasedRows(source) if spec.per_customer else None
         self.state = _Staged()
 
     def add(self, chunk: RawChunk) -> None:
@@ -78,6 +80,11 @@ class _Stager:
                 raise FeedFormatError(f"not a {self.kind} feed: required column(s) {', '.join(missing)} missing")
         state.rows_read += table.num_rows + len(chunk.unreadable)
         state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        if self.erased is not None:
+            read = table.num_rows
+            table = self.erased.drop_by_key(table)
+            if table.num_rows < read:
+                state.warnings[SKIPPED_ERASED] += read - table.num_rows
         if table.num_rows == 0:
             return
         parsed = parse_chunk(self.kind, table, hasher=self.hasher, time_zone=self.time_zone)
@@ -224,6 +231,21 @@ def _lock(source: Source, kind: str) -> None:
 def _unlock(source: Source, kind: str) -> None:
     if sql.is_postgres():
         sql.execute("SELECT pg_advisory_unlock(%s)", [sql.advisory_lock_key(f"activity:{kind}", source.pk)])
+
+
+@contextlib.contextmanager
+def source_loads_held(source_ids: list[int]):
+    """Wait for the running loads of these sources (customers and every activity kind) and hold off new ones until
+    the block ends: an erasure must not interleave with a load that read the do-not-reload markers before it."""
+    keys = sorted(sql.advisory_lock_key(namespace, source_id) for source_id in source_ids
+                  for namespace in ("feed", *(f"activity:{kind}" for kind in KINDS))) if sql.is_postgres() else []
+    for key in keys:
+        sql.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        for key in reversed(keys):
+            sql.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def _create_stage(spec: ActivityKind, target: str) -> None:

@@ -24,8 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from django.db import connection, connections, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
+
+from privacy.models import ErasedIdentifier
 
 from . import columnar, sql
 from .models import FeedBatch, RejectedRow, Source, SourceRecord
@@ -353,6 +355,68 @@ def _dedup_keys(table: pa.Table) -> list[str]:
     return keys
 
 
+# --- Erased people (PIPL): their rows are skipped, not loaded ---------------------------------------------------
+# privacy.rights.erase_subject keeps do-not-reload markers (privacy.models.ErasedIdentifier): keyed hashes of the
+# erased person's identifiers. A row matching one is counted in the batch's warnings as `skipped_erased` and goes
+# nowhere: not loaded, not kept as a rejected row.
+
+SKIPPED_ERASED = "skipped_erased"
+
+
+def erased_key_purpose(source_id: int) -> str:
+    """The keyed-hash purpose of a source's customer keys in do-not-reload markers."""
+    return f"erased_key:{source_id}"
+
+
+def erased_contact_value(phone: str, email: str) -> str:
+    """The value a contact marker hashes (purpose "erased_contact"): the normalised phone and e-mail together."""
+    return f"{phone}|{email}"
+
+
+class ErasedRows:
+    """The markers that concern one source's loads, and the rows they drop. Empty (and free) when nobody of
+    this source was ever erased, which is the common case."""
+
+    def __init__(self, source: Source):
+        markers = ErasedIdentifier.objects.filter(Q(source=source) | Q(source__isnull=True))
+        by_kind: dict[str, list[str]] = {}
+        for kind, digest in markers.values_list("kind", "digest"):
+            by_kind.setdefault(kind, []).append(digest)
+        self.keys = pa.array(by_kind.get(ErasedIdentifier.Kind.SOURCE_KEY, []), pa.string())
+        self.ids = pa.array(by_kind.get(ErasedIdentifier.Kind.ID_NUMBER, []), pa.string())
+        self.contacts = pa.array(by_kind.get(ErasedIdentifier.Kind.CONTACT, []), pa.string())
+        self.purpose = erased_key_purpose(source.pk)
+        self.hasher = columnar.KeyedHasher() if by_kind else None
+
+    @staticmethod
+    def _drop(table: pa.Table, hit) -> pa.Table:
+        hit = pc.fill_null(hit, False)
+        return table.filter(pc.invert(hit)) if pc.any(hit).as_py() else table
+
+    def drop_by_key(self, table: pa.Table) -> pa.Table:
+        """Rows of a raw chunk whose customer key (trimmed, as loads store it) is an erased person's, dropped."""
+        if not len(self.keys) or "customer_key" not in table.column_names or not table.num_rows:
+            return table
+        keys = pc.utf8_trim_whitespace(table.column("customer_key").combine_chunks())
+        return self._drop(table, pc.is_in(self.hasher(keys, self.purpose), value_set=self.keys))
+
+    def drop_by_identity(self, table: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        """Normalised rows carrying an erased person's valid id number, or phone and e-mail, dropped; and the
+        positions kept."""
+        if not (len(self.ids) or len(self.contacts)) or not table.num_rows:
+            return table, np.arange(table.num_rows)
+        hit = pa.array(np.zeros(table.num_rows, dtype=bool))
+        if len(self.ids):
+            valid_id = pc.and_(table.column("id_valid"), pc.is_in(table.column("id_number_hash"), value_set=self.ids))
+            hit = pc.or_(hit, pc.fill_null(valid_id, False))
+        if len(self.contacts):
+            contact = pc.binary_join_element_wise(table.column("phone"), table.column("email"), "|")
+            hit = pc.or_(hit, pc.fill_null(pc.is_in(self.hasher(contact, "erased_contact"), value_set=self.contacts),
+                                           False))
+        kept = np.flatnonzero(~hit.to_numpy(zero_copy_only=False))
+        return self._drop(table, hit), kept
+
+
 def row_digests(table: pa.Table, hasher: columnar.KeyedHasher) -> pa.Array:
     """row_digest of every row of the chunk."""
     names = sorted(c for c in table.column_names if c != "rn")
@@ -403,6 +467,7 @@ class _Stager:
         self.look_up_keys = look_up_keys
         self.existing = {} if look_up_keys else _existing_digests(source)
         self.pending: deque[tuple[Future, list[int], pa.Array, np.ndarray, pa.Table]] = deque()
+        self.erased = ErasedRows(source)
         self.reset()
 
     def reset(self) -> None:
@@ -419,6 +484,10 @@ class _Stager:
         table = chunk.table
         state.rows_read += table.num_rows + len(chunk.unreadable)
         state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        read = table.num_rows
+        table = self.erased.drop_by_key(table)
+        if table.num_rows < read:
+            state.warnings[SKIPPED_ERASED] += read - table.num_rows
         if table.num_rows == 0:
             return
         numbers = table.column("rn").to_pylist()
@@ -477,8 +546,11 @@ class _Stager:
         if accepted:
             staged.append(_normalised_rows(accepted))
             positions.append(np.array(accepted_positions, dtype=np.int64))
-        staged_table = pa.concat_tables(staged)
-        staged_digests = pc.take(digests, fresh[np.concatenate(positions)])
+        staged_table, kept = self.erased.drop_by_identity(pa.concat_tables(staged))
+        staged_positions = fresh[np.concatenate(positions)]
+        if len(kept) < len(staged_positions):
+            state.warnings[SKIPPED_ERASED] += len(staged_positions) - len(kept)
+        staged_digests = pc.take(digests, staged_positions[kept])
         is_update = np.array([key in self.existing for key in staged_table.column("customer_key").to_pylist()],
                              dtype=bool) if self.existing else np.zeros(staged_table.num_rows, dtype=bool)
         state.updated += int(is_update.sum())

@@ -395,7 +395,8 @@ class ProbabilisticModel(models.Model):
 
 
 class Consent(models.Model):
-    """A customer's marketing consent for one channel, with when and where it was given or withdrawn."""
+    """A customer's current consent for one channel and purpose: derived from the latest ConsentEvent of that
+    channel and purpose (profiles.services.consent_set keeps it so), read by exports at the moment they run."""
 
     class Channel(models.TextChoices):
         SMS = "sms"
@@ -403,14 +404,39 @@ class Consent(models.Model):
         PUSH = "push"
         PHONE = "phone"
 
+    class Purpose(models.TextChoices):
+        MARKETING = "marketing"  # campaigns and offers: what exports and deliveries check
+        PROFILING = "profiling"  # personalised analysis of the customer's data
+        THIRD_PARTY = "third_party"  # sharing with a third party (PIPL art. 23 asks a separate consent)
+
     profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="consents", db_index=False)
     channel = models.CharField(max_length=8, choices=Channel.choices)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices, default=Purpose.MARKETING)
     granted = models.BooleanField()
     source = models.CharField(max_length=32, help_text="Where the decision came from: a source system, api, admin")
     updated_at = models.DateTimeField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["profile", "channel"], name="uniq_profile_channel_consent")]
+        constraints = [models.UniqueConstraint(fields=["profile", "channel", "purpose"],
+                                               name="uniq_profile_channel_purpose_consent")]
+
+
+class ConsentEvent(models.Model):
+    """One consent decision as it was taken: the history that Consent is derived from; never updated."""
+
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="consent_events",
+                                db_index=False)
+    channel = models.CharField(max_length=8, choices=Consent.Channel.choices)
+    purpose = models.CharField(max_length=16, choices=Consent.Purpose.choices, default=Consent.Purpose.MARKETING)
+    granted = models.BooleanField(help_text="True: granted; False: withdrawn")
+    source = models.CharField(max_length=32, help_text="Where the decision came from: a source system, api, admin")
+    # When the customer decided (a feed may deliver a decision later than a newer one), and when it was recorded.
+    at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["profile", "channel", "purpose", "at"], name="consent_event_lookup")]
 
 
 # --- Activity: accounts, transactions, card transactions, holdings, risk assessments, FX rates -------------------

@@ -8,8 +8,8 @@ from django.db.models.functions import Cast
 
 from . import sql
 from .models import (
-    Account, CardTransaction, Consent, CustomerProfile, FeedBatch, Holding, ProbabilisticModel, ProfileMetrics,
-    RiskAssessment, Source, SourceRecord, Transaction,
+    Account, CardTransaction, Consent, ConsentEvent, CustomerProfile, FeedBatch, Holding, ProbabilisticModel,
+    ProfileMetrics, RiskAssessment, Source, SourceRecord, Transaction,
 )
 from .normalize import is_placeholder, keyed_hash, normalize_email, normalize_id_number, normalize_phone
 
@@ -127,15 +127,21 @@ def profile_lineage(*, profile: CustomerProfile) -> list[AttributeSource]:
             for group, (record_id, batch_id) in sorted(sources.items()) if record_id in records]
 
 
-def profile_consents(*, profile: CustomerProfile) -> list[dict]:
-    """Every channel, in a fixed order; `granted` is None where the customer never decided."""
-    known = {c.channel: c for c in Consent.objects.filter(profile=profile)}
+def profile_consents(*, profile: CustomerProfile, purpose: str = Consent.Purpose.MARKETING) -> list[dict]:
+    """Every channel's current consent for `purpose`, in a fixed order; `granted` is None where the customer never
+    decided."""
+    known = {c.channel: c for c in Consent.objects.filter(profile=profile, purpose=purpose)}
     return [
         {"channel": channel, "granted": known[channel].granted if channel in known else None,
          "source": known[channel].source if channel in known else None,
          "updated_at": known[channel].updated_at if channel in known else None}
         for channel in Consent.Channel.values
     ]
+
+
+def profile_consent_history(*, profile: CustomerProfile) -> QuerySet:
+    """Every consent decision of the profile, oldest first."""
+    return ConsentEvent.objects.filter(profile=profile).order_by("at", "id")
 
 
 def profile_metrics(*, profile: CustomerProfile) -> ProfileMetrics | None:

@@ -8,7 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import sql
-from .models import Consent, CustomerProfile, DoNotLink, PossibleDuplicate, RecordLink, Source, SourceRecord
+from .models import (
+    Consent, ConsentEvent, CustomerProfile, DoNotLink, PossibleDuplicate, RecordLink, Source, SourceRecord,
+)
 from .resolution import T_KEY, T_RECORD, ResolutionReport, identity_resolve
 
 
@@ -125,13 +127,26 @@ def identity_map_export(*, path: Path | str) -> int:
     return len(rows)
 
 
+@transaction.atomic
 def consent_set(*, profile: CustomerProfile, channel: str, granted: bool, source: str,
-                at: datetime | None = None) -> Consent:
-    """Record the customer's decision for one channel (insert or update), stamped with when and where from."""
+                purpose: str = Consent.Purpose.MARKETING, at: datetime | None = None) -> Consent:
+    """Record the customer's decision for one channel and purpose in the history, and return the current state it
+    derives: the latest decision by the time it was taken (a decision older than the latest one is kept in the
+    history but changes nothing)."""
     if channel not in Consent.Channel.values:
         raise ValueError(f"unknown channel {channel!r}; one of {', '.join(Consent.Channel.values)}")
-    consent, _ = Consent.objects.update_or_create(
-        profile=profile, channel=channel,
-        defaults={"granted": granted, "source": source[:32], "updated_at": at or timezone.now()},
+    if purpose not in Consent.Purpose.values:
+        raise ValueError(f"unknown purpose {purpose!r}; one of {', '.join(Consent.Purpose.values)}")
+    ConsentEvent.objects.create(profile=profile, channel=channel, purpose=purpose, granted=granted,
+                                source=source[:32], at=at or timezone.now())
+    return _consent_derive(profile_id=profile.pk, channel=channel, purpose=purpose)
+
+
+def _consent_derive(*, profile_id: int, channel: str, purpose: str) -> Consent:
+    """The current state of one (profile, channel, purpose) from its history: the latest event wins."""
+    latest = ConsentEvent.objects.filter(profile_id=profile_id, channel=channel, purpose=purpose).latest("at", "id")
+    consent, _ = Consent.objects.select_for_update().update_or_create(
+        profile_id=profile_id, channel=channel, purpose=purpose,
+        defaults={"granted": latest.granted, "source": latest.source, "updated_at": latest.at},
     )
     return consent

@@ -6,6 +6,7 @@ from .feeds import feed_load
 from .metrics import profile_metrics_recompute
 from .models import FeedBatch
 from .resolution import identity_resolve
+from .uploads import feed_upload_release, feed_uploads_expire
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
@@ -21,6 +22,7 @@ def load_feed_task(source_code: str, path: str, encoding: str = "utf-8-sig", res
     result = {"batch": batch.pk, "status": batch.status, "error": batch.error}
     if batch.status != batch.Status.SUCCEEDED:
         return result
+    feed_upload_release(batch=batch)
     if kind == "customers":
         if resolve:
             result["resolution"] = identity_resolve().as_dict()
@@ -48,3 +50,9 @@ def profile_metrics_recompute_task(profile_ids: list[int] | None = None, changed
     # By name: segments builds on profiles, never the other way round.
     current_app.signature("segments.tasks.segments_refresh_after_load_task", args=(["metrics", *changed],)).delay()
     return report
+
+
+@shared_task
+def feed_uploads_expire_task() -> int:
+    """Hourly: uploaded feed files past CDP_FEED_UPLOAD_KEEP_DAYS go (profiles.uploads)."""
+    return feed_uploads_expire()

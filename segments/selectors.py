@@ -30,10 +30,12 @@ def segment_members(*, segment: Segment, include_holdout: bool = True) -> QueryS
 
 
 def segment_members_for_channel(*, segment: Segment, channel: str) -> QuerySet:
-    """Members a campaign on `channel` may contact: consent granted for it, and not in the holdout group."""
+    """Members a campaign on `channel` may contact: marketing consent granted for it at the moment the query runs
+    (the current state derived from the consent history), and not in the holdout group."""
     if channel not in Consent.Channel.values:
         raise ValueError(f"unknown channel {channel!r}; one of {', '.join(Consent.Channel.values)}")
-    granted = Consent.objects.filter(profile=OuterRef("pk"), channel=channel, granted=True)
+    granted = Consent.objects.filter(profile=OuterRef("pk"), channel=channel, purpose=Consent.Purpose.MARKETING,
+                                     granted=True)
     return segment_members(segment=segment, include_holdout=False).filter(Exists(granted)).order_by("pk")
 
 

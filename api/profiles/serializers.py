@@ -187,5 +187,7 @@ class ProfileConsentSerializer(serializers.Serializer):
 
 class ProfileConsentUpdateSerializer(serializers.Serializer):
     granted = serializers.BooleanField()
+    purpose = serializers.ChoiceField(choices=Consent.Purpose.choices, default=Consent.Purpose.MARKETING,
+                                      help_text="What the consent is for; default marketing")
     source = serializers.CharField(required=False, max_length=32,
                                    help_text="Where the decision came from (a channel app, branch); default 'api'")

@@ -234,7 +234,7 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
     def consent(self, request, public_id=None):
         return Response(s.ProfileConsentSerializer(profile_consents(profile=self.get_profile()), many=True).data)
 
-    @extend_schema(summary="Record the customer's consent decision for one channel",
+    @extend_schema(summary="Record the customer's consent decision for one channel (kept in the consent history)",
                    parameters=[_PROFILE_ID, OpenApiParameter("channel", OpenApiTypes.STR, OpenApiParameter.PATH,
                                                              enum=Consent.Channel.values)],
                    request=s.ProfileConsentUpdateSerializer,
@@ -249,7 +249,7 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
         body = s.ProfileConsentUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         consent = consent_set(profile=profile, channel=channel, granted=body.validated_data["granted"],
-                              source=body.validated_data.get("source") or "api")
+                              purpose=body.validated_data["purpose"], source=body.validated_data.get("source") or "api")
         return Response(s.ProfileConsentSerializer(
             {"channel": consent.channel, "granted": consent.granted, "source": consent.source,
              "updated_at": consent.updated_at}).data)

@@ -29,6 +29,7 @@ SHANGHAI = {"field": "city", "op": "eq", "value": "上海市"}
 P_READ, P_WRITE = Scope.PROFILES_READ.value, Scope.PROFILES_WRITE.value
 S_READ, S_WRITE = Scope.SEGMENTS_READ.value, Scope.SEGMENTS_WRITE.value
 JOBS, FEEDS = Scope.JOBS_READ.value, Scope.FEEDS_WRITE.value
+RIGHTS = Scope.PRIVACY_RIGHTS.value
 
 
 @dataclass
@@ -107,6 +108,9 @@ CALLS = {
     ("GET", "/api/v1/jobs/load/{id}/"): Call(JOBS, "/api/v1/jobs/load/{batch}/"),
     ("GET", "/api/v1/jobs/refresh/"): Call(JOBS, "/api/v1/jobs/refresh/"),
     ("GET", "/api/v1/jobs/refresh/{id}/"): Call(JOBS, "/api/v1/jobs/refresh/{job}/"),
+    ("GET", "/api/v1/privacy/subjects/{public_id}/"): Call(RIGHTS, "/api/v1/privacy/subjects/{profile}/"),
+    ("POST", "/api/v1/privacy/subjects/{public_id}/erase/"): Call(RIGHTS, "/api/v1/privacy/subjects/{profile}/erase/",
+                                                                 body={"reason": "DSR-1"}, writes=True),
 }
 
 
