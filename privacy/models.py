@@ -28,3 +28,19 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile_public_id} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class PersonalDataAccess(models.Model):
+    """No table: the holder of the permissions a person needs to read personal data clear or to export members.
+
+    `privacy.view_pii` shows names, phone, e-mail, address and birth date clear in the admin, the browsable API
+    and exports (each clear read audited); `privacy.export_members` allows a member export at all.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_pii", "Can see personal data in clear (each read audited)"),
+            ("export_members", "Can export segment members to CSV"),
+        ]
