@@ -218,12 +218,27 @@ class SourceRecordAdmin(PersonalDataAdmin):
 
 
 @admin.register(PossibleDuplicate)
-class PossibleDuplicateAdmin(ReadOnlyAdmin):
+class PossibleDuplicateAdmin(PersonalDataAdmin):
     list_display = ("id", "record_a", "record_b", "probability", "status", "created_at", "decided_by")
     list_filter = ("status",)
     list_select_related = ("record_a__source", "record_b__source")
-    readonly_fields = ("record_a", "record_b", "probability", "evidence", "status", "decided_at", "decided_by")
+    readonly_fields = ("record_a", "record_b", "side_by_side", "probability", "evidence", "status", "decided_at",
+                       "decided_by")
     actions = ["accept", "reject"]
+    # What a reviewer compares; the personal ones as the privacy policy lets the reviewer see them.
+    COMPARED = ("full_name", "gender", "birth_date", "id_number_masked", "phone", "email", "address", "city",
+                "postcode")
+
+    @admin.display(description="the two records")
+    def side_by_side(self, obj):
+        records = (obj.record_a, obj.record_b)
+        return format_html(
+            "<table><tr><th></th><th>{}</th><th>{}</th></tr>{}</table>", *records,
+            format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", (
+                (name.replace("_", " "), *(personal(r, name, public_id=_profile_public_id(r)) for r in records))
+                for name in self.COMPARED
+            )),
+        )
 
     @admin.action(description="Accept: same customer, merge")
     def accept(self, request, queryset):
