@@ -16,6 +16,10 @@ class Scope(models.TextChoices):
     PRIVACY_RIGHTS = "privacy:rights"
 
 
+# The scopes whose purpose is to return personal data clear (each read audited).
+PERSONAL_DATA_SCOPES = frozenset({Scope.PROFILES_READ_PII, Scope.PRIVACY_RIGHTS})
+
+
 class ApiKey(models.Model):
     """A client app's key. Only a SHA-256 of the key is stored: the key itself is shown once, at creation.
 

@@ -2,21 +2,51 @@
 
 A view declares `required_scopes`, a mapping from the viewset action (`list`, `retrieve`, `lookup`, ...) or,
 for plain APIViews, the HTTP method (`GET`, `PUT`, ...) to a scope. An action or method missing from the
-mapping is refused (fail closed). Staff signed in with a session hold every scope.
+mapping is refused (fail closed). A person signed in with a staff session holds a scope through a Django
+permission (STAFF_SCOPE_PERMISSIONS): being staff grants none, and a superuser holds them all (Django's rule).
 """
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import BasePermission
 
+from privacy.people import EXPORT_MEMBERS, VIEW_PII
+
 from .models import ApiKey, Scope
+
+# The permission that gives a signed-in person each scope: the one that allows the same in the admin.
+STAFF_SCOPE_PERMISSIONS = {
+    Scope.PROFILES_READ: "profiles.view_customerprofile",
+    Scope.PROFILES_READ_PII: VIEW_PII,
+    Scope.PROFILES_WRITE: "tags.add_tagassignment",
+    Scope.SEGMENTS_READ: "segments.view_segment",
+    Scope.SEGMENTS_WRITE: "segments.change_segment",
+    Scope.FEEDS_WRITE: "profiles.add_feedbatch",
+    Scope.JOBS_READ: "profiles.view_feedbatch",
+    # Erasure needs privacy.erase_subject on top (checked by the view).
+    Scope.PRIVACY_RIGHTS: "privacy.subject_access",
+}
+
+
+def _person(request):
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated and user.is_staff else None
 
 
 def scopes_of(request) -> frozenset[str]:
     if isinstance(request.auth, ApiKey):
         return frozenset(request.auth.scopes)
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
-        return frozenset(Scope.values)
-    return frozenset()
+    person = _person(request)
+    if person is None:
+        return frozenset()
+    return frozenset(scope.value for scope, permission in STAFF_SCOPE_PERMISSIONS.items()
+                     if person.has_perm(permission))
+
+
+def may_export_members(request) -> bool:
+    """A key exports with segments:read (checked by HasScope); a person also needs privacy.export_members."""
+    if isinstance(request.auth, ApiKey):
+        return True
+    person = _person(request)
+    return person is not None and person.has_perm(EXPORT_MEMBERS)
 
 
 def has_scope(request, scope: str) -> bool:

@@ -74,3 +74,19 @@ class ErasedIdentifier(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kind", "digest"], name="uniq_erased_identifier")]
         indexes = [models.Index(fields=["source", "kind"], name="erased_identifier_source")]
+
+
+class PersonalDataAccess(models.Model):
+    """No table: the holder of the permissions a person needs to read personal data clear or to export members.
+
+    `privacy.view_pii` shows names, phone, e-mail, address and birth date clear in the admin, the browsable API
+    and exports (each clear read audited); `privacy.export_members` allows a member export at all.
+    """
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("view_pii", "Can see personal data in clear (each read audited)"),
+            ("export_members", "Can export segment members to CSV"),
+        ]

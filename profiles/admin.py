@@ -7,19 +7,34 @@ from .models import (
     CustomerProfile, DoNotLink, FeedBatch, MatchRule, MetricsConfig, PossibleDuplicate, ProbabilisticModel,
     ProfileMetrics, RejectedRow, Source, SourceRecord, SuppressedIdentifier,
 )
-from .normalize import mask_email, mask_name, mask_phone
+from privacy.people import read_personal_data, shown
+from privacy.policy import mask_email, mask_phone
+
 from .selectors import probabilistic_model_comparisons, profile_lineage, profile_timeline
 from .services import possible_duplicate_accept, possible_duplicate_reject, profile_unmerge
 
-MASKERS = {"full_name": mask_name, "family_name": mask_name, "given_name": mask_name, "phone": mask_phone,
-           "email": mask_email, "address": lambda v: v[:6] + "…" if len(v) > 6 else "…"}
 
-
-def masked(obj, name: str) -> str:
+def personal(obj, name: str, *, public_id: str | None) -> str:
+    """A personal value of a profile or record as the page's reader may see it (privacy.people.shown)."""
     value = getattr(obj, name)
     if value in (None, ""):
         return "—"
-    return MASKERS[name](str(value)) if name in MASKERS else str(value)
+    return str(shown(value, field_name=name, public_id=public_id))
+
+
+def _profile_public_id(obj) -> str | None:
+    if isinstance(obj, CustomerProfile):
+        return obj.public_id
+    return obj.profile.public_id if obj.profile_id else None
+
+
+def _personal_column(name: str):
+    @admin.display(description=name.replace("_", " "))
+    def column(self, obj):
+        return personal(obj, name, public_id=_profile_public_id(obj))
+
+    column.__name__ = f"personal_{name}"
+    return column
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -28,6 +43,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class PersonalDataAdmin(ReadOnlyAdmin):
+    """Pages that show personal values: each passes through the privacy policy (masked without privacy.view_pii,
+    else clear) and its clear reads are audited, per profile, before the page leaves."""
+
+    def changelist_view(self, request, extra_context=None):
+        return read_personal_data(request, lambda: super(PersonalDataAdmin, self).changelist_view(
+            request, extra_context))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return read_personal_data(request, lambda: super(PersonalDataAdmin, self).change_view(
+            request, object_id, form_url, extra_context))
 
 
 @admin.register(Source)
@@ -71,28 +99,16 @@ class RejectedRowAdmin(ReadOnlyAdmin):
 
 class SourceRecordInline(admin.TabularInline):
     model = SourceRecord
-    fields = ("source", "customer_key", "masked_name", "birth_date", "masked_phone", "id_number_masked", "last_batch")
+    fields = ("source", "customer_key", "personal_full_name", "personal_birth_date", "personal_phone",
+              "id_number_masked", "last_batch")
     readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
 
-    @admin.display(description="name")
-    def masked_name(self, obj):
-        return masked(obj, "full_name")
-
-    @admin.display(description="phone")
-    def masked_phone(self, obj):
-        return masked(obj, "phone")
-
-
-def _masked_column(name: str):
-    @admin.display(description=name.replace("_", " "))
-    def column(self, obj):
-        return masked(obj, name)
-
-    column.__name__ = f"masked_{name}"
-    return column
+    personal_full_name = _personal_column("full_name")
+    personal_birth_date = _personal_column("birth_date")
+    personal_phone = _personal_column("phone")
 
 
 class ProfileMetricsInline(admin.StackedInline):
@@ -118,23 +134,27 @@ class MetricsConfigAdmin(admin.ModelAdmin):
 
 
 @admin.register(CustomerProfile)
-class CustomerProfileAdmin(ReadOnlyAdmin):
-    list_display = ("public_id", "masked_full_name", "gender", "birth_date", "masked_phone", "city", "record_count",
-                    "status", "updated_at")
+class CustomerProfileAdmin(PersonalDataAdmin):
+    list_display = ("public_id", "personal_full_name", "gender", "personal_birth_date", "personal_phone", "city",
+                    "record_count", "status", "updated_at")
     list_filter = ("status", "gender")
     search_fields = ("=public_id",)
     show_full_result_count = False
-    fields = ("public_id", "status", "merged_into", "masked_full_name", "gender", "birth_date", "id_type",
-              "id_number_masked", "masked_phone", "masked_email", "masked_address", "city", "postcode",
-              "record_count", "lineage_table", "timeline_table", "created_at", "updated_at")
+    fields = ("public_id", "status", "merged_into", "personal_full_name", "personal_family_name",
+              "personal_given_name", "gender", "personal_birth_date", "id_type", "id_number_masked", "personal_phone",
+              "personal_email", "personal_address", "city", "postcode", "record_count", "lineage_table",
+              "timeline_table", "created_at", "updated_at")
     readonly_fields = fields
     inlines = [SourceRecordInline, ProfileMetricsInline]
     actions = ["unmerge"]
 
-    masked_full_name = _masked_column("full_name")
-    masked_phone = _masked_column("phone")
-    masked_email = _masked_column("email")
-    masked_address = _masked_column("address")
+    personal_full_name = _personal_column("full_name")
+    personal_family_name = _personal_column("family_name")
+    personal_given_name = _personal_column("given_name")
+    personal_birth_date = _personal_column("birth_date")
+    personal_phone = _personal_column("phone")
+    personal_email = _personal_column("email")
+    personal_address = _personal_column("address")
 
     @admin.display(description="lineage")
     def lineage_table(self, obj):
@@ -166,25 +186,31 @@ class CustomerProfileAdmin(ReadOnlyAdmin):
             messages.info(request, f"{profile.public_id}: {report.profiles_created} profile(s) split off")
 
 
-# Shown only masked in the admin.
-CLEAR_PERSONAL_FIELDS = ("full_name", "family_name", "given_name", "name_key", "phone", "email", "address", "pan_token")
+# Never shown as stored: the personal ones through the privacy policy, the name key and card token not at all.
+CLEAR_PERSONAL_FIELDS = ("full_name", "family_name", "given_name", "name_key", "birth_date", "phone", "email",
+                         "address", "pan_token")
 
 
 @admin.register(SourceRecord)
-class SourceRecordAdmin(ReadOnlyAdmin):
-    list_display = ("source", "customer_key", "profile", "masked_full_name", "birth_date", "masked_phone",
-                    "id_number_masked", "id_valid", "pan_display", "needs_resolution")
+class SourceRecordAdmin(PersonalDataAdmin):
+    list_display = ("source", "customer_key", "profile", "personal_full_name", "personal_birth_date",
+                    "personal_phone", "id_number_masked", "id_valid", "pan_display", "needs_resolution")
     list_filter = ("source", "id_valid", "needs_resolution")
     search_fields = ("=customer_key", "=profile__public_id")
     list_select_related = ("source", "profile")
     show_full_result_count = False
     exclude = CLEAR_PERSONAL_FIELDS
     readonly_fields = [f.name for f in SourceRecord._meta.fields if f.name not in CLEAR_PERSONAL_FIELDS] + [
-        "masked_full_name", "masked_phone", "masked_email"]
+        "personal_full_name", "personal_family_name", "personal_given_name", "personal_birth_date",
+        "personal_phone", "personal_email", "personal_address"]
 
-    masked_full_name = _masked_column("full_name")
-    masked_phone = _masked_column("phone")
-    masked_email = _masked_column("email")
+    personal_full_name = _personal_column("full_name")
+    personal_family_name = _personal_column("family_name")
+    personal_given_name = _personal_column("given_name")
+    personal_birth_date = _personal_column("birth_date")
+    personal_phone = _personal_column("phone")
+    personal_email = _personal_column("email")
+    personal_address = _personal_column("address")
 
     @admin.display(description="card")
     def pan_display(self, obj):
@@ -192,12 +218,27 @@ class SourceRecordAdmin(ReadOnlyAdmin):
 
 
 @admin.register(PossibleDuplicate)
-class PossibleDuplicateAdmin(ReadOnlyAdmin):
+class PossibleDuplicateAdmin(PersonalDataAdmin):
     list_display = ("id", "record_a", "record_b", "probability", "status", "created_at", "decided_by")
     list_filter = ("status",)
     list_select_related = ("record_a__source", "record_b__source")
-    readonly_fields = ("record_a", "record_b", "probability", "evidence", "status", "decided_at", "decided_by")
+    readonly_fields = ("record_a", "record_b", "side_by_side", "probability", "evidence", "status", "decided_at",
+                       "decided_by")
     actions = ["accept", "reject"]
+    # What a reviewer compares; the personal ones as the privacy policy lets the reviewer see them.
+    COMPARED = ("full_name", "gender", "birth_date", "id_number_masked", "phone", "email", "address", "city",
+                "postcode")
+
+    @admin.display(description="the two records")
+    def side_by_side(self, obj):
+        records = (obj.record_a, obj.record_b)
+        return format_html(
+            "<table><tr><th></th><th>{}</th><th>{}</th></tr>{}</table>", *records,
+            format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td></tr>", (
+                (name.replace("_", " "), *(personal(r, name, public_id=_profile_public_id(r)) for r in records))
+                for name in self.COMPARED
+            )),
+        )
 
     @admin.action(description="Accept: same customer, merge")
     def accept(self, request, queryset):

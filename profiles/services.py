@@ -1,11 +1,12 @@
 """Writes on profiles that people decide: review of possible duplicates, unmerge, the identity-map export."""
-import csv
 from datetime import datetime
 from itertools import product
 from pathlib import Path
 
 from django.db import transaction
 from django.utils import timezone
+
+from privacy.csv_safe import SafeCsvWriter
 
 from . import sql
 from .models import (
@@ -121,7 +122,7 @@ def identity_map_export(*, path: Path | str) -> int:
         f"JOIN {Source._meta.db_table} s ON s.id = r.source_id ORDER BY p.public_id, s.code, r.customer_key"
     )
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
+        writer = SafeCsvWriter(fh)
         writer.writerow(["profile_id", "source", "customer_key"])
         writer.writerows(rows)
     return len(rows)

@@ -1,11 +1,10 @@
 """Admin for marketers: segments with a visual rule builder and live preview, refresh now, members, consent-filtered
 CSV export, explain for a profile, size over time; refresh jobs."""
-import csv
 import json
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -13,17 +12,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from profiles.admin import masked
+from privacy.people import EXPORT_MEMBERS, PersonalDataReading, person_viewer
 from profiles.models import Consent, CustomerProfile
 from tags.admin import TagDefinitionAdmin
 from tags.models import TagDefinition
 from tags.services import TagError, parse_profile_list
 
+from .exports import segment_members_export_lines
 from .models import RefreshJob, Segment
 from .rules import (ACTIVITY_AGGREGATES, ACTIVITY_COMPARE_OPS, RuleContext, RuleError, activity_catalogue, catalogue,
                     rule_validate)
-from .selectors import (rule_diff, rule_preview, segment_explain, segment_history, segment_members,
-                        segment_members_for_channel, segment_sizes)
+from .selectors import rule_diff, rule_preview, segment_explain, segment_history, segment_members, segment_sizes
 from .services import cron_schedule, segment_rule_check, segment_save, segment_static_set_members
 from .size_chart import size_chart_svg
 from .tasks import segment_refresh_enqueue
@@ -160,19 +159,32 @@ class SegmentAdmin(admin.ModelAdmin):
             return JsonResponse({"error": error.message, "path": error.path}, status=400)
         except (ValueError, AttributeError):
             return JsonResponse({"error": "the body must be JSON with a rule"}, status=400)
-        preview["sample"] = [{"public_id": p["public_id"], "name": masked(_Row(p), "full_name"),
-                              "city": p["city"] or ""} for p in preview["sample"]]
+        reading = PersonalDataReading(person_viewer(request))
+        preview["sample"] = [{"public_id": p["public_id"], "city": p["city"] or "",
+                              "name": reading.show(p["full_name"], field_name="full_name", public_id=p["public_id"])
+                              or "—"} for p in preview["sample"]]
+        reading.audit()
         return JsonResponse(preview)
 
-    def members_view(self, request, pk):
+    def _viewable_segment(self, request, pk) -> Segment:
         segment = get_object_or_404(Segment, pk=pk)
+        if not self.has_view_permission(request, segment):
+            raise PermissionDenied
+        return segment
+
+    def members_view(self, request, pk):
+        segment = self._viewable_segment(request, pk)
         members = segment_members(segment=segment).order_by("pk")
         page = Paginator(members, 50).get_page(request.GET.get("page"))
         sizes = segment_sizes(segment=segment)
+        reading = PersonalDataReading(person_viewer(request))
+        rows = [{"public_id": p.public_id, "city": p.city or "", "in_holdout": p.in_holdout,
+                 **{name: reading.show(getattr(p, name), field_name=name, public_id=p.public_id) or "—"
+                    for name in ("full_name", "phone")}} for p in page.object_list]
+        reading.audit()
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta, "segment": segment, "page": page,
-            "rows": [{"public_id": p.public_id, "name": masked(p, "full_name"), "phone": masked(p, "phone"),
-                      "city": p.city or "", "in_holdout": p.in_holdout} for p in page.object_list],
+            "rows": rows, "may_export": request.user.has_perm(EXPORT_MEMBERS),
             "channels": Consent.Channel.choices, "chart": size_chart_svg(sizes), "sizes": sizes[:-11:-1],
             "events": segment_history(segment=segment).select_related("profile").order_by("-at", "-id")[:20],
             "title": f"Segment {segment.name}",
@@ -180,22 +192,18 @@ class SegmentAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/segments/members.html", context)
 
     def export_view(self, request, pk):
-        """CSV of the members a campaign on the chosen channel may contact (consent granted, not in the holdout)."""
-        segment = get_object_or_404(Segment, pk=pk)
+        """CSV of the members a campaign on the chosen channel may contact (consent granted, not in the holdout):
+        needs privacy.export_members; clear with privacy.view_pii (audited chunk by chunk before it is sent),
+        else masked."""
+        segment = self._viewable_segment(request, pk)
+        if not request.user.has_perm(EXPORT_MEMBERS):
+            raise PermissionDenied
         channel = request.GET.get("channel", "")
         if channel not in Consent.Channel.values:
             return HttpResponseBadRequest(f"choose a channel: {', '.join(Consent.Channel.values)}")
-        rows = segment_members_for_channel(segment=segment, channel=channel).values_list(
-            "public_id", "full_name", "phone", "email").iterator(chunk_size=2000)
-
-        writer = csv.writer(_Echo())
-
-        def stream():
-            yield writer.writerow(("profile_id", "full_name", "phone", "email"))
-            for row in rows:
-                yield writer.writerow(row)
-
-        response = StreamingHttpResponse(stream(), content_type="text/csv; charset=utf-8")
+        lines = segment_members_export_lines(segment=segment, channel=channel, viewer=person_viewer(request),
+                                             header=("profile_id", "full_name", "phone", "email"))
+        response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="{segment.slug}-{channel}.csv"'
         return response
 
@@ -217,26 +225,13 @@ class SegmentAdmin(admin.ModelAdmin):
         return redirect("admin:segments_segment_members", pk=segment.pk)
 
     def explain_view(self, request, pk):
-        segment = get_object_or_404(Segment, pk=pk)
+        """Every node of the rule for one profile; the values seen of personal fields as the reader may see them."""
+        segment = self._viewable_segment(request, pk)
         profile = CustomerProfile.objects.filter(public_id=request.GET.get("profile", "").strip()).first()
         if profile is None:
             return JsonResponse({"error": "no profile with that id"}, status=404)
-        return JsonResponse(segment_explain(segment=segment, profile=profile),
-                            json_dumps_params={"ensure_ascii": False})
-
-
-class _Echo:
-    """A file whose write returns the line, so csv.writer feeds a streaming response row by row."""
-
-    def write(self, value):
-        return value
-
-
-class _Row:
-    """A values() row seen as an object, for the profile maskers."""
-
-    def __init__(self, row: dict):
-        self.__dict__.update(row)
+        explained = segment_explain(segment=segment, profile=profile, viewer=person_viewer(request))
+        return JsonResponse(explained, json_dumps_params={"ensure_ascii": False})
 
 
 @admin.register(RefreshJob)

@@ -13,6 +13,7 @@ from profiles.models import Consent, CustomerProfile, FeedBatch, ProfileMetrics,
 from profiles.normalize import keyed_hash
 from segments.models import Segment, SegmentMember
 from tags.models import TagAssignment, TagDefinition
+from tests.api.conftest import grant
 from tests.factories import cn_resident_id
 
 pytestmark = pytest.mark.django_db
@@ -102,6 +103,7 @@ def test_retrieve_with_read_pii_returns_clear_values_and_audits_them(api_client,
 
 
 def test_staff_session_sees_clear_values_and_is_audited_as_the_user(staff_client, staff_user, zhang):
+    grant(staff_user, "profiles.view_customerprofile", "privacy.view_pii")
     assert staff_client.get(url(zhang)).json()["phone"] == "+8613912875634"
     audit = AuditRecord.objects.get()
     assert audit.user == staff_user and audit.api_key is None
@@ -110,6 +112,7 @@ def test_staff_session_sees_clear_values_and_is_audited_as_the_user(staff_client
 def test_a_key_or_user_named_by_audit_records_cannot_be_deleted(api_client, staff_client, staff_user, zhang):
     client = api_client(scopes=PII)
     client.get(url(zhang))
+    grant(staff_user, "profiles.view_customerprofile", "privacy.view_pii")
     staff_client.get(url(zhang))
     for who in (client.api_key, staff_user):
         with pytest.raises(ProtectedError):

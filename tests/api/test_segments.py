@@ -146,7 +146,8 @@ def test_export_with_read_pii_is_clear_and_audited(api_client, women, people):
     Consent.objects.create(profile=people["ann"], channel="email", granted=True, source="app", updated_at=timezone.now())
     client = api_client(scopes=READ + ["profiles:read_pii"])
     rows = _csv(client.get("/api/v1/segments/women/members/export/", {"channel": "email"}))
-    assert rows == [{"id": "PANN", "full_name": "李安", "phone": "+8613812875678", "email": "ann@qq.com"}]
+    # A leading + is a formula to a spreadsheet: the cell is quoted (privacy.csv_safe).
+    assert rows == [{"id": "PANN", "full_name": "李安", "phone": "'+8613812875678", "email": "ann@qq.com"}]
     audit = AuditRecord.objects.get()
     assert audit.profile_public_id == "PANN" and audit.api_key == client.api_key
     assert sorted(audit.fields) == ["email", "full_name", "phone"]

@@ -3,7 +3,7 @@
 Feeds with known personal values are loaded from two sources and resolved; around them, a segment and a rule tag
 whose rules test personal fields (saved by a key allowed to), a manual tag, consent and metrics. Then every GET
 operation of the OpenAPI schema, with its path parameters filled from those rows, and the read-style POSTs (lookup,
-preview, diff) are called by a key holding every scope except profiles:read_pii, as JSON and as the browsable API's
+preview, diff) are called by a key holding every scope except the personal-data ones (profiles:read_pii, privacy:rights), as JSON and as the browsable API's
 HTML pages (which a key may ask for with `?format=api`), and no response body may hold a clear value (phone, e-mail,
 full name, birth date, address, id number) in any of the forms the feeds gave or the platform stores. The same walk with every scope finds each value somewhere, so the walk reaches the data.
 """
@@ -18,7 +18,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from api.keys import api_key_create
-from api.models import Scope
+from api.models import PERSONAL_DATA_SCOPES, Scope
 from profiles.feeds import feed_load
 from profiles.metrics import profile_metrics_recompute
 from profiles.models import Consent, CustomerProfile, FeedBatch
@@ -154,7 +154,7 @@ def _walk(scopes: list[str], loaded: dict, *, browsable: bool = False) -> dict[s
 
 @pytest.mark.parametrize("browsable", [False, True], ids=["json", "browsable-api"])
 def test_no_response_shows_a_clear_personal_value_to_a_key_without_read_pii(loaded, browsable):
-    responses = _walk([s for s in Scope.values if s != Scope.PROFILES_READ_PII], loaded, browsable=browsable)
+    responses = _walk([s for s in Scope.values if s not in PERSONAL_DATA_SCOPES], loaded, browsable=browsable)
 
     schema = SchemaGenerator().get_schema(request=None, public=True)
     gets = {f"GET {path}" for path, operations in schema["paths"].items() if "get" in operations}
@@ -169,7 +169,7 @@ def test_no_response_shows_a_clear_personal_value_to_a_key_without_read_pii(load
     assert all(status in (200, 403) for status in statuses.values()), statuses
     assert {operation for operation, _ in refused} == {
         "GET /api/v1/profiles/lookup/", "POST /api/v1/profiles/lookup/", "POST /api/v1/segments/preview/",
-        "POST /api/v1/segments/{slug}/diff/"}
+        "POST /api/v1/segments/{slug}/diff/", "GET /api/v1/privacy/subjects/{public_id}/"}
 
 
 def test_the_same_walk_with_read_pii_finds_every_value_so_the_walk_reaches_the_data(loaded):
