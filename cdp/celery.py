@@ -15,4 +15,7 @@ app.conf.beat_schedule = {
     # Windows ("last 30 days"), dormancy and age move with the calendar even when nothing is loaded.
     "profile-metrics-nightly": {"task": "profiles.tasks.profile_metrics_recompute_task",
                                 "schedule": crontab(hour=1, minute=30)},
+    # Retention windows (README, "Retention"): what is older than its window goes, in short transactions.
+    "privacy-retention-nightly": {"task": "privacy.tasks.retention_enforce_task",
+                                  "schedule": crontab(hour=3, minute=15)},
 }

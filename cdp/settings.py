@@ -172,3 +172,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Retention (README, "Retention"): days each kind of record is kept; 0 keeps it forever. Enforced nightly.
+CDP_RETENTION_AUDIT_DAYS = env_int("CDP_RETENTION_AUDIT_DAYS", 1095)
+CDP_RETENTION_SEGMENT_HISTORY_DAYS = env_int("CDP_RETENTION_SEGMENT_HISTORY_DAYS", 730)
+CDP_RETENTION_REFRESH_JOB_DAYS = env_int("CDP_RETENTION_REFRESH_JOB_DAYS", 90)
+CDP_RETENTION_REJECTED_ROW_DAYS = env_int("CDP_RETENTION_REJECTED_ROW_DAYS", 90)
+CDP_RETENTION_FEED_BATCH_DAYS = env_int("CDP_RETENTION_FEED_BATCH_DAYS", 365)
+# Rows deleted per transaction: a large backlog goes in many short transactions.
+CDP_RETENTION_CHUNK_ROWS = env_int("CDP_RETENTION_CHUNK_ROWS", 10_000)
