@@ -4,6 +4,7 @@ DATABASE_URL      default: SQLite file var/cdp.sqlite3 in the project folder
 CELERY_BROKER_URL unset: Celery tasks run in-process (eager)
 SECRET_KEY        required when DEBUG is off
 CDP_PII_KEY       key for keyed hashes and tokens of identifiers; required when DEBUG is off
+CDP_PII_KEY_PREVIOUS  the keys CDP_PII_KEY replaced, oldest first, separated by spaces (README, "Rotating the key")
 """
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ _DEV_SECRET_KEY = "dev-only-secret-key-not-for-production"
 _DEV_PII_KEY = "dev-only-pii-key-not-for-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", _DEV_SECRET_KEY)
 CDP_PII_KEY = os.environ.get("CDP_PII_KEY", _DEV_PII_KEY)
+CDP_PII_KEY_PREVIOUS = tuple(os.environ.get("CDP_PII_KEY_PREVIOUS", "").split())
 if not DEBUG:
     if SECRET_KEY == _DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")

@@ -30,6 +30,7 @@ from django.utils import timezone
 from . import columnar, sql
 from .models import FeedBatch, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, normalize_customer_row, redact_raw_row
+from .pii_keys import pii_key_check
 
 log = logging.getLogger(__name__)
 
@@ -646,6 +647,8 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
     try:
         batch = batch_start(batch, source=source, file_name=str(path), file_sha256=_file_sha256(path))
         try:
+            # Outside the load's transaction: a first load records the keys at once, not holding up the others.
+            pii_key_check()
             with transaction.atomic():
                 sql.set_work_mem()
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)
