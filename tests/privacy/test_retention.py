@@ -9,6 +9,7 @@ from django.utils import timezone
 from cdp.celery import app
 from privacy.models import AuditRecord
 from privacy.retention import retention_enforce
+from privacy.tasks import retention_enforce_task
 from profiles.feeds import feed_load
 from profiles.models import CustomerProfile, FeedBatch, RejectedRow, Source, SourceRecord
 from profiles.resolution import identity_resolve
@@ -16,6 +17,7 @@ from profiles.selectors import profile_lineage
 from segments.models import RefreshJob, Segment, SegmentEvent, SegmentSize
 from segments.selectors import segment_members_on
 from tests.factories import customer
+from tests.segments.test_tasks_worker import wait_for, worker  # noqa: F401 (a fixture: a Celery worker on Redis)
 
 pytestmark = pytest.mark.django_db
 
@@ -191,3 +193,15 @@ def test_the_command_prints_the_counts(capsys):
     call_command("enforce_retention")
     assert "audit_records: deleted 1" in capsys.readouterr().out
     assert AuditRecord.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_the_retention_task(worker, settings):
+    settings.CDP_RETENTION_AUDIT_DAYS = 10
+    audit(timezone.now() - dt.timedelta(days=11), "POLD")
+    audit(timezone.now() - dt.timedelta(days=9), "PYOUNG")
+
+    retention_enforce_task.delay()
+
+    wait_for(lambda: not AuditRecord.objects.filter(profile_public_id="POLD").exists())
+    assert list(AuditRecord.objects.values_list("profile_public_id", flat=True)) == ["PYOUNG"]
