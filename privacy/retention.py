@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from profiles import sql
@@ -68,7 +68,9 @@ def retention_enforce(*, now: dt.datetime | None = None, dry_run: bool = False) 
     }
     for category, step in steps.items():
         cutoff = report.cutoffs[category]
-        report.deleted[category] = 0 if cutoff is None else step(cutoff, chunk, dry_run)
+        # As the database compares it (SQLite: naive UTC text).
+        report.deleted[category] = 0 if cutoff is None else step(
+            connection.ops.adapt_datetimefield_value(cutoff), chunk, dry_run)
     return report
 
 
