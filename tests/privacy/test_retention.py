@@ -195,7 +195,8 @@ def test_the_command_prints_the_counts(capsys):
     assert AuditRecord.objects.count() == 0
 
 
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: the flush after the test then leaves the database as the next such test expects it.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_real_worker_runs_the_retention_task(worker, settings):
     settings.CDP_RETENTION_AUDIT_DAYS = 10
     audit(timezone.now() - dt.timedelta(days=11), "POLD")
