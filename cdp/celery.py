@@ -17,4 +17,7 @@ app.conf.beat_schedule = {
                                 "schedule": crontab(hour=1, minute=30)},
     # Uploaded feed files past CDP_FEED_UPLOAD_KEEP_DAYS (they hold clear card and id numbers).
     "feed-uploads-expire": {"task": "profiles.tasks.feed_uploads_expire_task", "schedule": 3600.0},
+    # Retention windows (README, "Retention"): what is older than its window goes, in short transactions.
+    "privacy-retention-nightly": {"task": "privacy.tasks.retention_enforce_task",
+                                  "schedule": crontab(hour=3, minute=15)},
 }

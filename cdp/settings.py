@@ -4,6 +4,7 @@ DATABASE_URL      default: SQLite file var/cdp.sqlite3 in the project folder
 CELERY_BROKER_URL unset: Celery tasks run in-process (eager)
 SECRET_KEY        required when DEBUG is off
 CDP_PII_KEY       key for keyed hashes and tokens of identifiers; required when DEBUG is off
+CDP_PII_KEY_PREVIOUS  the keys CDP_PII_KEY replaced, oldest first, separated by spaces (README, "Rotating the key")
 Production (HTTPS, HSTS, cookies, hosts, static files): README, "Deploying".
 """
 import os
@@ -29,6 +30,7 @@ _DEV_SECRET_KEY = "dev-only-secret-key-not-for-production"
 _DEV_PII_KEY = "dev-only-pii-key-not-for-production"
 SECRET_KEY = os.environ.get("SECRET_KEY", _DEV_SECRET_KEY)
 CDP_PII_KEY = os.environ.get("CDP_PII_KEY", _DEV_PII_KEY)
+CDP_PII_KEY_PREVIOUS = tuple(os.environ.get("CDP_PII_KEY_PREVIOUS", "").split())
 if not DEBUG:
     if SECRET_KEY == _DEV_SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
@@ -212,3 +214,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# Retention (README, "Retention"): days each kind of record is kept; 0 keeps it forever. Enforced nightly.
+CDP_RETENTION_AUDIT_DAYS = env_int("CDP_RETENTION_AUDIT_DAYS", 1095)
+CDP_RETENTION_SEGMENT_HISTORY_DAYS = env_int("CDP_RETENTION_SEGMENT_HISTORY_DAYS", 730)
+CDP_RETENTION_REFRESH_JOB_DAYS = env_int("CDP_RETENTION_REFRESH_JOB_DAYS", 90)
+CDP_RETENTION_REJECTED_ROW_DAYS = env_int("CDP_RETENTION_REJECTED_ROW_DAYS", 90)
+CDP_RETENTION_FEED_BATCH_DAYS = env_int("CDP_RETENTION_FEED_BATCH_DAYS", 365)
+# Rows deleted per transaction: a large backlog goes in many short transactions.
+CDP_RETENTION_CHUNK_ROWS = env_int("CDP_RETENTION_CHUNK_ROWS", 10_000)

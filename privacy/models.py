@@ -24,7 +24,9 @@ class AuditRecord(models.Model):
         # Created by the api app before the privacy app existed; the table keeps its name.
         db_table = "api_auditrecord"
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["profile_public_id", "at"], name="audit_profile_time")]
+        # By time alone: retention deletes the oldest records (and the admin lists the newest first).
+        indexes = [models.Index(fields=["profile_public_id", "at"], name="audit_profile_time"),
+                   models.Index(fields=["at"], name="audit_time")]
 
     def __str__(self) -> str:
         return f"{self.profile_public_id} @ {self.at:%Y-%m-%d %H:%M:%S}"

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from profiles.activity import source_loads_held
 from profiles.activity_kinds import KINDS
-from profiles.feeds import erased_contact_value, erased_key_purpose
+from profiles.feeds import ERASED_CONTACT_PURPOSE, erased_contact_value, erased_key_purpose
 from profiles.models import (
     Consent, ConsentEvent, CustomerProfile, DoNotLink, MatchKey, PossibleDuplicate, ProfileMetrics, RecordLink,
     RejectedRow, SourceRecord,
@@ -150,8 +150,8 @@ def _markers(records: list[dict]) -> list[tuple[str, str, int | None]]:
         if record["id_valid"] and record["id_number_hash"]:
             markers.add((ErasedIdentifier.Kind.ID_NUMBER, record["id_number_hash"], None))
         if record["phone"] and record["email"]:
-            markers.add((ErasedIdentifier.Kind.CONTACT,
-                         keyed_hash(erased_contact_value(record["phone"], record["email"]), "erased_contact"), None))
+            contact = erased_contact_value(record["phone"], record["email"])
+            markers.add((ErasedIdentifier.Kind.CONTACT, keyed_hash(contact, ERASED_CONTACT_PURPOSE), None))
     return sorted(markers, key=lambda m: (m[0], m[1]))
 
 

@@ -31,10 +31,13 @@ from .columnar import KeyedHasher
 from .feeds import SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
 from .models import CustomerProfile, FeedBatch, FxRate, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, redact_raw_row
+from .pii_keys import pii_key_check
 
 __all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load", "source_loads_held"]
 
 STAGE = "activity_stage"
+# The kinds whose rows carry keyed hashes (card tokens from card numbers): their loads check the keys in use.
+KEYED_KINDS = ("card_transactions",)
 
 
 def _stage_columns(spec: ActivityKind) -> tuple[str, ...]:
@@ -298,6 +301,8 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
         batch = batch_start(batch, source=source, kind=kind, file_name=str(path))
         known_currencies = {"CNY", *FxRate.objects.values_list("currency", flat=True).distinct()}
         try:
+            if kind in KEYED_KINDS:
+                pii_key_check()  # outside the transaction, as a customer load does
             with transaction.atomic():
                 sql.set_work_mem()
                 table = spec.model._meta.db_table

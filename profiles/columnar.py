@@ -29,7 +29,6 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from django.conf import settings
 
 from . import normalize as n
 from .normalize import RowRejected
@@ -239,25 +238,29 @@ def _in_morsels(table: pa.Table) -> pa.Table:
 
 
 class KeyedHasher:
-    """normalize.keyed_hash for whole columns: HMAC-SHA256 composed from two SHA-256 calls in DuckDB."""
+    """normalize.keyed_hash for whole columns: each HMAC-SHA256 of the chain composed from two SHA-256 calls in
+    DuckDB, nested oldest key innermost."""
 
     def __init__(self):
-        key = settings.CDP_PII_KEY.encode()
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self.inner, self.outer = bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
+        self.pads = []
+        for key in n.pii_keys():
+            if len(key) > 64:
+                key = hashlib.sha256(key).digest()
+            key = key.ljust(64, b"\0")
+            self.pads.append((bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)))
         self.con = duckdb.connect()
 
     def __call__(self, values: pa.Array, purpose: str) -> pa.Array:
         if len(values) == 0:
             return pa.array([], STRING)
+        expression, params = "v", {"purpose": purpose}
+        for n, (inner, outer) in enumerate(self.pads):
+            expression = (f"substr(sha256($outer{n} || unhex(sha256($inner{n} || encode($purpose || chr(31) || "
+                          f"{expression})))), 1, 32)")
+            params.update({f"inner{n}": inner, f"outer{n}": outer})
         self.con.register("hash_input", _in_morsels(pa.table({"v": values})))
         try:
-            result = self.con.sql(
-                "SELECT substr(sha256($outer || unhex(sha256($inner || encode($purpose || chr(31) || v)))), 1, 32) "
-                "FROM hash_input", params={"outer": self.outer, "inner": self.inner, "purpose": purpose},
-            ).to_arrow_table()
+            result = self.con.sql(f"SELECT {expression} FROM hash_input", params=params).to_arrow_table()
         finally:
             self.con.unregister("hash_input")
         return result.column(0).combine_chunks().cast(STRING)

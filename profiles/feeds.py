@@ -32,6 +32,7 @@ from privacy.models import ErasedIdentifier
 from . import columnar, sql
 from .models import FeedBatch, RejectedRow, Source, SourceRecord
 from .normalize import RowRejected, normalize_customer_row, redact_raw_row
+from .pii_keys import pii_key_check
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +362,8 @@ def _dedup_keys(table: pa.Table) -> list[str]:
 # nowhere: not loaded, not kept as a rejected row.
 
 SKIPPED_ERASED = "skipped_erased"
+# The keyed-hash purpose of contact markers.
+ERASED_CONTACT_PURPOSE = "erased_contact"
 
 
 def erased_key_purpose(source_id: int) -> str:
@@ -369,7 +372,7 @@ def erased_key_purpose(source_id: int) -> str:
 
 
 def erased_contact_value(phone: str, email: str) -> str:
-    """The value a contact marker hashes (purpose "erased_contact"): the normalised phone and e-mail together."""
+    """The value a contact marker hashes (ERASED_CONTACT_PURPOSE): the normalised phone and e-mail together."""
     return f"{phone}|{email}"
 
 
@@ -411,7 +414,7 @@ class ErasedRows:
             hit = pc.or_(hit, pc.fill_null(valid_id, False))
         if len(self.contacts):
             contact = pc.binary_join_element_wise(table.column("phone"), table.column("email"), "|")
-            hit = pc.or_(hit, pc.fill_null(pc.is_in(self.hasher(contact, "erased_contact"), value_set=self.contacts),
+            hit = pc.or_(hit, pc.fill_null(pc.is_in(self.hasher(contact, ERASED_CONTACT_PURPOSE), value_set=self.contacts),
                                            False))
         kept = np.flatnonzero(~hit.to_numpy(zero_copy_only=False))
         return self._drop(table, hit), kept
@@ -718,6 +721,8 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
     try:
         batch = batch_start(batch, source=source, file_name=str(path), file_sha256=_file_sha256(path))
         try:
+            # Outside the load's transaction: a first load records the keys at once, not holding up the others.
+            pii_key_check()
             with transaction.atomic():
                 sql.set_work_mem()
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)

@@ -643,3 +643,17 @@ class ProfileMetrics(models.Model):
     class Meta:
         verbose_name_plural = "profile metrics"
         indexes = [models.Index(fields=["lifecycle_stage"]), models.Index(fields=["value_tier"])]
+
+
+class PiiKeyState(models.Model):
+    """Under which chain of keys the stored keyed hashes are (profiles.pii_keys): its fingerprint, never a key.
+
+    One row, written by the first load and by each rotation; a load whose settings name another chain refuses to
+    write hashes that would match nothing already stored."""
+
+    fingerprint = models.CharField(max_length=32)
+    key_count = models.PositiveSmallIntegerField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "keyed-hash key state"

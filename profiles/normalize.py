@@ -25,8 +25,9 @@ __all__ = [
     "PLACEHOLDER_EMAILS", "PLACEHOLDER_EMAIL_DOMAINS", "PLACEHOLDER_EMAIL_LOCAL_PARTS", "PLACEHOLDER_ID_NUMBERS",
     "PLACEHOLDER_NAMES", "PLACEHOLDER_PHONES", "PLACEHOLDER_VALUES", "RowRejected", "cn_resident_id_from_legacy",
     "compose_full_name", "fold_width", "is_luhn_valid", "is_placeholder", "is_valid_cn_resident_id", "keyed_hash",
-    "mask_email", "mask_id_number", "mask_name", "mask_phone", "name_match_key", "normalize_customer_row",
-    "normalize_email", "normalize_id_number", "normalize_name", "normalize_phone", "redact_raw_row", "tokenize_pan",
+    "keyed_hash_step", "mask_email", "mask_id_number", "mask_name", "mask_phone", "name_match_key",
+    "normalize_customer_row", "normalize_email", "normalize_id_number", "normalize_name", "normalize_phone", "pii_keys",
+    "redact_raw_row", "tokenize_pan",
 ]
 
 
@@ -38,24 +39,39 @@ class RowRejected(Exception):
 # Keyed hashing
 # --------------------------------------------------------------------------------------------------------------
 
-# Key string -> key bytes. Keyed by the string (not cached once) so that a test overriding the setting, or a
-# key rotation in a long-lived worker, takes effect at once; reading the setting itself is a dict lookup.
-_KEY_BYTES: dict[str, bytes] = {}
+# The keys of the keyed hashes, oldest first: CDP_PII_KEY_PREVIOUS then CDP_PII_KEY. A hash is a chain, one HMAC per
+# key, each over the one before; a rotation adds a key and re-keys what is stored with that key alone, which needs
+# no clear value (README, "Rotating the key of the keyed hashes"). Keyed by the settings (not cached once) so that a
+# test overriding them, or a rotation in a long-lived worker, takes effect at once.
+_KEY_BYTES: dict[tuple[tuple[str, ...], str], tuple[bytes, ...]] = {}
+
+
+def pii_keys() -> tuple[bytes, ...]:
+    """The keys of the chain, oldest first."""
+    setting = (tuple(settings.CDP_PII_KEY_PREVIOUS), settings.CDP_PII_KEY)
+    keys = _KEY_BYTES.get(setting)
+    if keys is None:
+        if len(_KEY_BYTES) > 8:  # keys only change in tests; don't let a test suite grow this forever
+            _KEY_BYTES.clear()
+        keys = _KEY_BYTES[setting] = tuple(key.encode() for key in (*setting[0], setting[1]))
+    return keys
+
+
+def keyed_hash_step(key: bytes, value: str, purpose: str) -> str:
+    """One link of the chain: HMAC-SHA256 of ``purpose + "\\x1f" + value`` keyed with `key`; first 32 hex chars."""
+    # hmac.digest is the one-shot OpenSSL path: faster than building an HMAC object per value.
+    return hmac.digest(key, f"{purpose}\x1f{value}".encode(), "sha256").hex()[:32]
 
 
 def keyed_hash(value: str, purpose: str) -> str:
-    """HMAC-SHA256 of ``purpose + "\\x1f" + value`` keyed with ``settings.CDP_PII_KEY``; first 32 hex chars.
+    """The keyed hash of a value: `keyed_hash_step` with each key of `pii_keys` in turn, oldest first, each over
+    the one before (with one key: HMAC-SHA256 of ``purpose + "\\x1f" + value`` keyed with ``settings.CDP_PII_KEY``).
 
     The purpose is part of the message so that the same digits hashed as a phone and as an id never collide.
     """
-    key = settings.CDP_PII_KEY
-    key_bytes = _KEY_BYTES.get(key)
-    if key_bytes is None:
-        if len(_KEY_BYTES) > 8:  # keys only change in tests; don't let a test suite grow this forever
-            _KEY_BYTES.clear()
-        key_bytes = _KEY_BYTES[key] = key.encode()
-    # hmac.digest is the one-shot OpenSSL path: faster than building an HMAC object per value.
-    return hmac.digest(key_bytes, f"{purpose}\x1f{value}".encode(), "sha256").hex()[:32]
+    for key in pii_keys():
+        value = keyed_hash_step(key, value, purpose)
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -406,10 +406,15 @@ def _refresh_suppressed_identifiers(report: ResolutionReport, rules: list[MatchR
                 sql.execute(f"DELETE FROM {T_KEY} WHERE record_id IN ({holders}) "
                             f"AND rule_id IN ({', '.join(['%s'] * len(rule_ids))})", [name, *rule_ids])
     sql.drop_temp_table("resolve_newly_suppressed")
+    _register_suppressed(duck)
+    return affected
+
+
+def _register_suppressed(duck: duckdb.DuckDBPyConnection) -> None:
+    """The suppressed identifier values as DuckDB's `suppressed`, which `_match_keys` reads."""
     suppressed = sql.fetch_all(f"SELECT field, value FROM {T_SUPPRESSED}")
     duck.register("suppressed", pa.table({"field": pa.array([f for f, _ in suppressed], pa.string()),
                                           "value": pa.array([v for _, v in suppressed], pa.string())}))
-    return affected
 
 
 # --- 2. match keys -----------------------------------------------------------------------------------------
@@ -459,6 +464,28 @@ def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *,
         keys = {name: np.empty(0, dtype=np.int64) for name in columns}
     groups = {name: keys.pop(name) for name in ("anchor", "holders")} if grouped else None
     return keys, groups
+
+
+def match_keys_recompute(*, identifier: str) -> int:
+    """Recompute in place the stored match keys of the rules naming `identifier`, after its stored values (and the
+    suppressed ones) were replaced one for one, as a rotation of the keyed hashes does: the records holding a key of
+    such a rule hold one still, and those that shared one share the new one, so the partition stays. Returns the
+    keys rewritten."""
+    rules = [rule for rule in MatchRule.objects.order_by("pk") if identifier in rule.fields]
+    if not rules:
+        return 0
+    rule_ids = ", ".join(str(rule.pk) for rule in rules)
+    records = _fetch_records(f"r.id IN (SELECT record_id FROM {T_KEY} WHERE rule_id IN ({rule_ids}))")
+    with _duckdb_session(records) as duck:
+        _register_suppressed(duck)
+        keys, _ = _match_keys(rules, duck, grouped=False)
+    sql.create_temp_table("rekeyed_match_keys", "record_id BIGINT, rule_id BIGINT, key_hi BIGINT, key_lo BIGINT")
+    sql.bulk_insert_arrays("rekeyed_match_keys", keys)
+    rewritten = sql.execute(
+        f"UPDATE {T_KEY} SET key_hi = n.key_hi, key_lo = n.key_lo FROM rekeyed_match_keys n "
+        f"WHERE {T_KEY}.record_id = n.record_id AND {T_KEY}.rule_id = n.rule_id")
+    sql.drop_temp_table("rekeyed_match_keys")
+    return rewritten
 
 
 # md5_number_upper(k) and md5_number_lower(k) from one digest (the two functions hash the key twice): DuckDB's
