@@ -13,7 +13,6 @@ from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -24,6 +23,7 @@ from profiles.tasks import load_feed_task
 from segments.models import RefreshJob
 
 from .models import Scope
+from .parsers import MultiPartParser
 from .segments.serializers import RefreshJobSerializer
 
 FEED_KINDS = ["customers", *KINDS]

@@ -2,13 +2,13 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
 
 from segments.services import tag_definition_delete, tag_definition_save
 from tags.models import TagDefinition
 
 from .models import Scope
-from .segments.serializers import RuleField, RuleJSONParser
+from .parsers import FormParser, MultiPartParser, RuleJSONParser
+from .segments.serializers import RuleField
 
 _CODE = OpenApiParameter("code", OpenApiTypes.STR, OpenApiParameter.PATH)
 

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "api.middleware.MessageMiddleware",
     "api.middleware.XFrameOptionsMiddleware",
     "api.middleware.RequestIdMiddleware",
+    "api.middleware.ApiInputGuardMiddleware",
 ]
 
 ROOT_URLCONF = "cdp.urls"
@@ -151,6 +152,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.negotiation.AnyAcceptedFirst",
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser", "api.parsers.FormParser", "api.parsers.MultiPartParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],
 }

@@ -1,6 +1,5 @@
 """Segment serializers: thin shapes over segments.models; validation of rules is the domain's (RuleError)."""
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 
 from segments.models import RefreshJob, Segment, SegmentEvent
 
@@ -11,13 +10,6 @@ class RuleField(serializers.JSONField):
 
     def to_internal_value(self, data):
         return data
-
-
-class RuleJSONParser(JSONParser):
-    """JSON that may hold NaN or Infinity, as Python's parser reads it: in a rule, the rule language refuses such a
-    value with the path of its node (a 400 like any bad rule) instead of the parser refusing the whole body."""
-
-    strict = False
 
 
 class SegmentSerializer(serializers.ModelSerializer):
