@@ -14,7 +14,9 @@ class RuleField(serializers.JSONField):
 
 class SegmentSerializer(serializers.ModelSerializer):
     rule = RuleField(required=False, allow_null=True)
-    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
+    # A relation, not "owner.username" with a default: a partial update skips a read-only field's default, so a
+    # PATCH would answer without the owner that the schema requires.
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Segment
@@ -83,8 +85,10 @@ class SegmentRefreshAcceptedSerializer(serializers.Serializer):
 
 
 class RefreshJobSerializer(serializers.ModelSerializer):
-    segment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    tag = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    segment = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                           help_text="null for a rule tag's job")
+    tag = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True,
+                                       help_text="null for a segment's job")
 
     class Meta:
         model = RefreshJob
