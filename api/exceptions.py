@@ -1,8 +1,7 @@
 """Every error as JSON: {"code": ..., "message": ..., "details": ...}; domain errors are the client's 400s."""
 from django.conf import settings
-from django.core.exceptions import (
-    PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent, ValidationError as DjangoValidationError,
-)
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, status

@@ -88,7 +88,8 @@ KNOWN_BODY_VALUES = {
     "/api/v1/profiles/lookup/": [{"source": "core", "key": "CIF1"}, {"email": "ZS@qq.com"}, {"phone": "1\x00"}],
     "/api/v1/profiles/{public_id}/tags/": [{"code": SEEDS["manual_tag"]}, {"code": "called-back"}],
     "/api/v1/segments/preview/": [{"rule": WOMEN}, {"rule": {"tag": SEEDS["rule_tag"]}},
-                                  {"rule": {"field": "city", "op": "eq", "value": "a\x00b"}}, {"rule": {"tag": "\ud800"}}],
+                                  {"rule": {"field": "city", "op": "eq", "value": "a\x00b"}},
+                                  {"rule": {"tag": "\ud800"}}],
     "/api/v1/segments/{slug}/diff/": [{"rule": {"not": WOMEN}}, {"rule": {"segment": SEEDS["slug"]}}],
     "/api/v1/feeds/batches/upload/": [{"source": "core"}, {"source": "wealth", "kind": "holdings"}],
 }
