@@ -132,6 +132,11 @@ CDP_MATCH_PROBABILITY_REVIEW = float(os.environ.get("CDP_MATCH_PROBABILITY_REVIE
 # work_mem for the transactions of loads and resolutions (big sorts and hash joins).
 CDP_BULK_WORK_MEM = os.environ.get("CDP_BULK_WORK_MEM", "256MB")
 CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
+# Limits of a feed file (README, "Loading feeds"): its size once decompressed, the longest line, and how many of a
+# batch's rejected rows are stored for review (every one is counted).
+CDP_FEED_MAX_BYTES = env_int("CDP_FEED_MAX_BYTES", 8 * 1024 ** 3)
+CDP_FEED_MAX_LINE_CHARS = env_int("CDP_FEED_MAX_LINE_CHARS", 1024 ** 2)
+CDP_FEED_MAX_STORED_REJECTS = env_int("CDP_FEED_MAX_STORED_REJECTS", 10_000)
 
 # Cache: the API's per-key rate counters. Set CACHE_URL=redis://... when several server processes must share them.
 CACHE_URL = os.environ.get("CACHE_URL", "")
