@@ -20,7 +20,7 @@ from api.keys import api_key_create
 from profiles.activity import activity_feed_load
 from profiles.feeds import feed_load
 from profiles.models import FeedBatch, MatchRule, RejectedRow, Source, SourceRecord, Transaction
-from profiles.resolution import InvalidMatchRule, identity_resolve
+from profiles import resolution
 from tests.factories import cn_resident_id, customer
 
 pytestmark = pytest.mark.django_db
@@ -188,7 +188,7 @@ def test_batches_and_lineage_name_the_file_not_where_it_is_stored(tmp_path, djan
         uploaded = client.post("/api/v1/feeds/batches/upload/",
                                {"source": "core", "file": SimpleUploadedFile("card.csv", b"customer_key\nK1\n")},
                                format="multipart").json()["job_id"]
-    identity_resolve()
+    resolution.identity_resolve()
     profile = SourceRecord.objects.get(customer_key="C1").profile
     lineage = client.get(f"/api/v1/profiles/{profile.public_id}/lineage/").json()
 
@@ -231,7 +231,7 @@ def test_resolution_refuses_a_stored_rule_naming_an_unknown_identifier_rather_th
                  customer("C2", full_name="李娜", birth_date="1983-07-09", phone="13912875634")]
     feed_load(source="core", path=write_feed(household))
 
-    with pytest.raises(InvalidMatchRule, match="birth_dat"):
-        identity_resolve()
+    with pytest.raises(resolution.InvalidMatchRule, match="birth_dat"):
+        resolution.identity_resolve()
 
     assert SourceRecord.objects.filter(profile__isnull=False).count() == 0
