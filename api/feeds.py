@@ -35,7 +35,14 @@ class FeedUploadSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=FEED_KINDS, default="customers")
     encoding = serializers.ChoiceField(choices=["utf-8", "gb18030"], default="utf-8",
                                        help_text="CSV encoding; UTF-8 with or without BOM by default")
-    file = serializers.FileField(help_text="CSV or JSON Lines, optionally gzipped")
+    file = serializers.FileField(help_text="CSV or JSON Lines, optionally gzipped; at most CDP_FEED_MAX_BYTES")
+
+    def validate_file(self, upload):
+        # The load would refuse it (and a gzip decompressing past the limit); refused now, nothing is queued.
+        if upload.size > settings.CDP_FEED_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"The file is larger than {settings.CDP_FEED_MAX_BYTES} bytes (CDP_FEED_MAX_BYTES).")
+        return upload
 
 
 class FeedBatchSerializer(serializers.ModelSerializer):

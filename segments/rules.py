@@ -11,6 +11,7 @@ import calendar
 import datetime as dt
 import functools
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -224,14 +225,32 @@ def _rule_nodes(rule):
             stack.extend(activity["where"])
 
 
+# PostgreSQL cannot store or compare a NUL; a lone surrogate cannot be encoded to reach the database at all.
+_UNUSABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_strings(node: dict, path: str) -> None:
+    """Refuse a NUL or a lone surrogate in any key or string of the node, its child nodes aside (validated in their
+    turn). The API refuses them at its edge; this covers the admin and rules stored past it."""
+    stack = [(key, value) for key, value in node.items() if key not in ("all", "any", "not")]
+    while stack:
+        key, value = stack.pop()
+        if any(isinstance(text, str) and _UNUSABLE_CHARACTERS.search(text) for text in (key, value)):
+            raise RuleError("holds a NUL character or a lone surrogate", path)
+        if isinstance(value, dict):
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((key, item) for item in value)
+
+
 def _check_size(rule) -> list[str]:
     """Refuse a rule of more than MAX_RULE_NODES nodes; the tag codes it names."""
     codes = []
     for count, node in enumerate(_rule_nodes(rule), start=1):
         if count > MAX_RULE_NODES:
             raise RuleError(f"a rule has at most {MAX_RULE_NODES} conditions and groups")
-        if isinstance(node.get("tag"), str):
-            codes.append(node["tag"])
+        if isinstance(node.get("tag"), str) and not _UNUSABLE_CHARACTERS.search(node["tag"]):
+            codes.append(node["tag"])  # one with unusable characters is refused when its node is validated
     return codes
 
 
@@ -252,6 +271,7 @@ def _validate(node, path: str, ctx: RuleContext, seen: tuple, depth: int = 0) ->
     if depth > MAX_DEPTH:
         raise RuleError(f"rules nest at most {MAX_DEPTH} levels", path)
     node_type = _node_type(node, path)
+    _check_strings(node, path)
     node_type.validate(node, path, ctx, seen)
     for child, child_path in node_type.children(node, path):
         _validate(child, child_path, ctx, seen, depth + 1)

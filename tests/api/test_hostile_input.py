@@ -6,10 +6,11 @@ Given a key with every scope, when a crafted request arrives, then the answer is
 import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from api.models import Scope
-from profiles.models import Consent, CustomerProfile
+from profiles.models import Consent, CustomerProfile, FeedBatch
 from segments.models import RefreshJob, Segment
 from tags.models import TagAssignment, TagDefinition
 
@@ -139,6 +140,16 @@ def test_nul_in_a_query_parameter_of_a_list_or_explain_is_refused(client, zhang,
         assert _json_error(client.get(path), 400)["code"] == "invalid_characters", path
 
 
+@pytest.mark.parametrize("moment,status", [("1507-08-25T22:14:00.700000-17:04", 200),
+                                           ("9999-12-31T23:00:00-17:00", 400)])
+def test_a_date_time_with_an_offset_postgresql_refuses_is_taken_in_utc_or_refused(client, zhang, moment, status):
+    response = client.get("/api/v1/profiles/", {"updated_since": moment})
+
+    assert response.status_code == status, response.content[:300]
+    if status == 400:
+        assert _json_error(response, 400)["details"]["updated_since"]
+
+
 # Finding 12: every 4xx and 413 is the JSON error body.
 
 def test_a_body_over_the_size_limit_is_a_json_413(client, targets, settings):
@@ -156,6 +167,29 @@ def test_a_fifty_megabyte_body_is_a_json_413(client, targets):
     body = '{"rule": {"field": "city", "op": "eq", "value": "' + "a" * (50 * 1024 * 1024) + '"}}'
 
     assert _json_error(_send(client, "post", "/api/v1/segments/preview/", body), 413)["code"] == "request_too_large"
+
+
+def test_an_upload_larger_than_a_feed_may_be_is_refused_and_nothing_is_queued(client, settings, tmp_path):
+    settings.CDP_FEED_UPLOAD_DIR = tmp_path
+    settings.CDP_FEED_MAX_BYTES = 100
+    upload = SimpleUploadedFile("core.csv", b"customer_key,full_name\n" + b"C1,Zhang Wei\n" * 50)
+
+    response = client.post("/api/v1/feeds/batches/upload/", {"source": "core", "file": upload}, format="multipart")
+
+    error = _json_error(response, 400)
+    assert "CDP_FEED_MAX_BYTES" in str(error["details"]["file"])
+    assert not FeedBatch.objects.exists() and not list(tmp_path.iterdir())
+
+
+def test_nul_in_an_upload_form_field_is_refused(client, settings, tmp_path):
+    settings.CDP_FEED_UPLOAD_DIR = tmp_path
+    upload = SimpleUploadedFile("core.csv", b"customer_key\nC1\n")
+
+    response = client.post("/api/v1/feeds/batches/upload/", {"source": "co\x00re", "file": upload},
+                           format="multipart")
+
+    assert _json_error(response, 400)["code"] == "invalid_characters"
+    assert not FeedBatch.objects.exists()
 
 
 def test_a_malformed_body_is_a_json_400(client, targets):

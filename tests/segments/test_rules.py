@@ -119,3 +119,18 @@ def test_catalogue_lists_fields_with_types_ops_and_examples():
     assert fields["birth_date"]["type"] == "date" and "between" in fields["birth_date"]["ops"]
     assert fields["gender"]["choices"] == ["M", "F", "U"] and "contains" not in fields["gender"]["ops"]
     assert all(f["label"] and f["examples"] for f in fields.values())
+
+
+@pytest.mark.parametrize("rule,path", [
+    ({"all": [{"field": "gender", "op": "eq", "value": "F"}, {"field": "city", "op": "in", "value": ["a", "b\x00"]}]},
+     "all[1]"),
+    ({"any": [{"tag": "vip\x00"}]}, "any[0]"),
+    ({"not": {"segment": "\ud800"}}, "not"),
+    ({"activity": {"kind": "transactions", "where": [{"field": "kind", "op": "eq", "value": "a\udfff"}]}}, "rule"),
+])
+def test_a_nul_or_lone_surrogate_anywhere_in_a_rule_is_refused_with_its_node(rule, path):
+    with pytest.raises(RuleError) as refused:
+        rule_validate(rule)
+
+    assert refused.value.path == path
+    assert "NUL" in refused.value.message
