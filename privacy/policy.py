@@ -55,7 +55,7 @@ MASKS = {
 PII_FIELDS = tuple(MASKS)
 
 __all__ = ["MASKS", "PII_FIELDS", "Viewer", "mask_address", "mask_birth_date", "mask_email", "mask_given_name",
-           "mask_id_number", "mask_name", "mask_phone", "mask_raw_row"]
+           "mask_id_number", "mask_name", "mask_phone"]
 
 
 def mask_fields(data: dict, fields=PII_FIELDS) -> dict:
