@@ -201,7 +201,8 @@ def test_static_segment_list_upload_in_the_admin(admin_client, people):
 
 
 @pytest.mark.parametrize("body", ['{"rule": ' + "[" * 10_000 + "]" * 10_000 + "}",
-                                  json.dumps({"rule": {"field": "city", "op": "eq", "value": "a\x00b"}})])
+                                  json.dumps({"rule": {"field": "city", "op": "eq", "value": "a\x00b"}})],
+                         ids=["nested-10000-deep", "nul"])
 def test_the_live_preview_refuses_deep_json_and_nul_characters_with_a_400(admin_client, body):
     admin_client.raise_request_exception = False
 
