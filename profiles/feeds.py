@@ -188,12 +188,13 @@ def _decoded_lines(binary, encoding: str) -> Iterator[str]:
             ) from None
         offset += len(chunk)
         lines = text.splitlines(keepends=True)
-        if lines and pending:
+        unended = lines.pop() if lines and not _is_line_end(lines[-1]) else None
+        if lines and pending:  # the first line ends the pieces read before: joined once, when it ends
             lines[0] = "".join(pending) + lines[0]
             pending, pending_chars = [], 0
-        if lines and not _is_line_end(lines[-1]):
-            pending.append(lines.pop())
-            pending_chars += len(pending[-1])
+        if unended is not None:
+            pending.append(unended)
+            pending_chars += len(unended)
         if pending_chars > max_line or any(len(line) > max_line for line in lines):
             raise FeedFormatError(f"line {lines_read + len(lines) + 1} or near it is longer than {max_line} "
                                   "characters, the most a feed line may hold (CDP_FEED_MAX_LINE_CHARS)")
