@@ -1,7 +1,9 @@
 """Every error as JSON: {"code": ..., "message": ..., "details": ...}; domain errors are the client's 400s."""
 import logging
 
-from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.signals import got_request_exception
 from django.http import Http404, JsonResponse
 from django.views import defaults
@@ -53,6 +55,41 @@ def _unexpected_error(exc, context) -> Response:
     return response
 
 
+def request_too_large_body() -> dict:
+    return {"code": "request_too_large", "message": "The request body is larger than the API accepts.",
+            "details": {"max_bytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE}}
+
+
+def _refused_request(exc) -> Response | None:
+    """Django's own refusals of a request (a body or form too large, a malformed one), as the API's JSON errors."""
+    if isinstance(exc, RequestDataTooBig):
+        return Response(request_too_large_body(), status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, TooManyFieldsSent):
+        return Response({"code": "too_many_fields", "message": str(exc),
+                         "details": {"max_fields": settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}},
+                        status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, SuspiciousOperation):
+        return Response({"code": "bad_request", "message": "The request was refused as malformed."},
+                        status=status.HTTP_400_BAD_REQUEST)
+    return None
+
+
+def bad_request_view(request, exception=None):
+    """Django's 400 (a SuspiciousOperation outside a view): JSON under /api/, the default page elsewhere."""
+    if not request.path_info.startswith("/api/"):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        return JsonResponse(request_too_large_body(), status=413)
+    return JsonResponse({"code": "bad_request", "message": "The request was refused as malformed."}, status=400)
+
+
+def permission_denied_view(request, exception=None):
+    if not request.path_info.startswith("/api/"):
+        return defaults.permission_denied(request, exception)
+    return JsonResponse({"code": "permission_denied", "message": "You do not have permission to do this."},
+                        status=403)
+
+
 def _domain_error(exc) -> Response | None:
     if isinstance(exc, RuleError):
         body = {"code": "invalid_rule", "message": exc.message, "details": {"path": exc.path}}
@@ -77,9 +114,9 @@ def _first_code(codes):
 
 
 def exception_handler(exc, context):
-    domain = _domain_error(exc)
-    if domain is not None:
-        return domain
+    refused = _domain_error(exc) or _refused_request(exc)
+    if refused is not None:
+        return refused
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

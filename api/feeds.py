@@ -13,7 +13,6 @@ from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -24,6 +23,7 @@ from profiles.tasks import load_feed_task
 from segments.models import RefreshJob
 
 from .models import Scope
+from .parsers import MultiPartParser
 from .segments.serializers import RefreshJobSerializer
 
 FEED_KINDS = ["customers", *KINDS]
@@ -35,7 +35,14 @@ class FeedUploadSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=FEED_KINDS, default="customers")
     encoding = serializers.ChoiceField(choices=["utf-8", "gb18030"], default="utf-8",
                                        help_text="CSV encoding; UTF-8 with or without BOM by default")
-    file = serializers.FileField(help_text="CSV or JSON Lines, optionally gzipped")
+    file = serializers.FileField(help_text="CSV or JSON Lines, optionally gzipped; at most CDP_FEED_MAX_BYTES")
+
+    def validate_file(self, upload):
+        # The load would refuse it (and a gzip decompressing past the limit); refused now, nothing is queued.
+        if upload.size > settings.CDP_FEED_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"The file is larger than {settings.CDP_FEED_MAX_BYTES} bytes (CDP_FEED_MAX_BYTES).")
+        return upload
 
 
 class FeedBatchSerializer(serializers.ModelSerializer):

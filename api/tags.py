@@ -2,7 +2,6 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
 
 from segments.rules import rule_personal_fields
 from segments.services import tag_definition_delete, tag_definition_save
@@ -10,8 +9,9 @@ from tags.models import TagDefinition
 
 from .audit import personal_data_viewer
 from .models import Scope
+from .parsers import FormParser, MultiPartParser, RuleJSONParser
 from .permissions import require_personal_data_scope
-from .segments.serializers import RuleField, RuleJSONParser, RuleMaskedMixin
+from .segments.serializers import RuleField, RuleMaskedMixin
 
 _CODE = OpenApiParameter("code", OpenApiTypes.STR, OpenApiParameter.PATH)
 

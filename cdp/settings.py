@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "api.middleware.MessageMiddleware",
     "api.middleware.XFrameOptionsMiddleware",
     "api.middleware.RequestIdMiddleware",
+    "api.middleware.ApiInputGuardMiddleware",
 ]
 
 ROOT_URLCONF = "cdp.urls"
@@ -171,6 +172,11 @@ CDP_BULK_WORK_MEM = os.environ.get("CDP_BULK_WORK_MEM", "256MB")
 CDP_FEED_UPLOAD_DIR = Path(os.environ.get("CDP_FEED_UPLOAD_DIR", VAR_DIR / "feeds"))
 # Days an uploaded feed file (clear card and id numbers) is kept after its load; 0: deleted once loaded successfully.
 CDP_FEED_UPLOAD_KEEP_DAYS = env_int("CDP_FEED_UPLOAD_KEEP_DAYS", 0)
+# Limits of a feed file (README, "Loading feeds"): its size once decompressed, the longest line, and how many of a
+# batch's rejected rows are stored for review (every one is counted).
+CDP_FEED_MAX_BYTES = env_int("CDP_FEED_MAX_BYTES", 8 * 1024 ** 3)
+CDP_FEED_MAX_LINE_CHARS = env_int("CDP_FEED_MAX_LINE_CHARS", 1024 ** 2)
+CDP_FEED_MAX_STORED_REJECTS = env_int("CDP_FEED_MAX_STORED_REJECTS", 10_000)
 
 # Cache: the API's per-key rate counters. Set CACHE_URL=redis://... when several server processes must share them.
 CACHE_URL = os.environ.get("CACHE_URL", "")
@@ -191,6 +197,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "api.negotiation.AnyAcceptedFirst",
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser", "api.parsers.FormParser", "api.parsers.MultiPartParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer",
                                  "rest_framework.renderers.BrowsableAPIRenderer"],
 }

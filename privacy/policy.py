@@ -16,7 +16,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from profiles.normalize import mask_email, mask_id_number, mask_name, mask_phone
+from profiles.normalize import mask_email, mask_id_number, mask_name, mask_phone, redact_raw_row
 
 # Address: the first characters (province, city, district) stay readable; the street and number do not.
 _ADDRESS_VISIBLE = 6
@@ -115,3 +115,10 @@ MASKED_VIEWER = Viewer(sees_clear=False)
 def present(data: dict, viewer: Viewer, fields=PII_FIELDS) -> dict:
     """`data` as the viewer may see it: personal fields masked in place unless the viewer sees them clear."""
     return data if viewer.sees_clear else mask_fields(data, fields)
+
+
+def mask_raw_row(row: dict) -> dict:
+    """A raw feed row as it may be kept at rest (a rejected row, for review): its personal fields masked as above,
+    the id number masked and the card number as BIN and last 4 (profiles.normalize.redact_raw_row). The clear values
+    are never stored, so no reader of rejected rows can see them."""
+    return mask_fields(redact_raw_row(row))

@@ -28,9 +28,11 @@ from . import sql
 from .activity_columnar import parse_chunk
 from .activity_kinds import KINDS, ActivityKind, text_field
 from .columnar import KeyedHasher
-from .feeds import SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, batch_start, row_digests, stage_chunks
-from .models import CustomerProfile, FeedBatch, FxRate, RejectedRow, Source, SourceRecord
-from .normalize import RowRejected, redact_raw_row
+from .feeds import (
+    SKIPPED_ERASED, ErasedRows, FeedFormatError, RawChunk, Rejects, batch_start, row_digests, stage_chunks,
+)
+from .models import CustomerProfile, FeedBatch, FxRate, Source, SourceRecord
+from .normalize import RowRejected
 from .pii_keys import pii_key_check
 
 __all__ = ["KINDS", "activity_batch_profile_ids", "activity_feed_load", "source_loads_held"]
@@ -48,7 +50,7 @@ def _stage_columns(spec: ActivityKind) -> tuple[str, ...]:
 
 @dataclass
 class _Staged:
-    rejected: list[tuple[int, str, dict]] = field(default_factory=list)
+    rejected: Rejects = field(default_factory=Rejects)
     warnings: Counter = field(default_factory=Counter)
     rows_read: int = 0
     rows_staged: int = 0
@@ -82,7 +84,7 @@ class _Stager:
             if missing:
                 raise FeedFormatError(f"not a {self.kind} feed: required column(s) {', '.join(missing)} missing")
         state.rows_read += table.num_rows + len(chunk.unreadable)
-        state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        state.rejected.add_unreadable(chunk.unreadable)
         if self.erased is not None:
             read = table.num_rows
             table = self.erased.drop_by_key(table)
@@ -102,7 +104,7 @@ class _Stager:
                 customer_key = text_field(row, "customer_key", max_len=64) if spec.per_customer else None
                 values = spec.parse(row)
             except RowRejected as exc:
-                state.rejected.append((numbers[int(position)].as_py(), str(exc), redact_raw_row(row)))
+                state.rejected.add(numbers[int(position)].as_py(), str(exc), row)
                 continue
             accepted.append((int(position), (customer_key, *values)))
         mask = pa.array(keep)
@@ -181,8 +183,8 @@ def _reject_duplicates(spec: ActivityKind, state: _Staged, target: str) -> int:
         )
         sql.drop_temp_table("activity_duplicate")
     for row_number, first_row, *key_values in duplicates:
-        state.rejected.append((row_number, f"{shown[-1]}: duplicate of row {first_row}",
-                               dict(zip(shown, map(str, key_values)))))
+        state.rejected.add(row_number, f"{shown[-1]}: duplicate of row {first_row}",
+                           dict(zip(shown, map(str, key_values))))
     return len(duplicates)
 
 
@@ -298,7 +300,7 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
     path = Path(path)
     _lock(source, kind)
     try:
-        batch = batch_start(batch, source=source, kind=kind, file_name=str(path))
+        batch = batch_start(batch, source=source, kind=kind, file_name=path.name)
         known_currencies = {"CNY", *FxRate.objects.values_list("currency", flat=True).distinct()}
         try:
             if kind in KEYED_KINDS:
@@ -321,13 +323,10 @@ def activity_feed_load(*, source: Source | str, kind: str, path: Path | str, enc
                     sql.analyze(STAGE)
                     created, updated, unchanged = _count_and_upsert(spec, state)
                     sql.drop_temp_table(STAGE)
-                RejectedRow.objects.bulk_create(
-                    [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],
-                    batch_size=5000,
-                )
+                state.rejected.save(batch)
                 FeedBatch.objects.filter(pk=batch.pk).update(
                     status=FeedBatch.Status.SUCCEEDED, rows_read=state.rows_read, rows_created=created,
-                    rows_updated=updated, rows_unchanged=unchanged, rows_rejected=len(state.rejected),
+                    rows_updated=updated, rows_unchanged=unchanged, rows_rejected=state.rejected.count,
                     warnings=dict(state.warnings), finished_at=timezone.now(),
                 )
         except FeedFormatError as exc:

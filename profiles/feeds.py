@@ -6,8 +6,10 @@ changed since the last load is recognised by its digest and not written again).
 """
 import codecs
 import csv
+import functools
 import gzip
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -23,15 +25,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+from django.conf import settings
 from django.db import connection, connections, transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from privacy.models import ErasedIdentifier
+from privacy.policy import mask_raw_row
 
 from . import columnar, sql
 from .models import FeedBatch, RejectedRow, Source, SourceRecord
-from .normalize import RowRejected, normalize_customer_row, redact_raw_row
+from .normalize import RowRejected, normalize_customer_row
 from .pii_keys import pii_key_check
 
 log = logging.getLogger(__name__)
@@ -49,9 +53,36 @@ class FeedFormatError(Exception):
     """The file is not a feed this loader can read; nothing was loaded."""
 
 
+class Rejects:
+    """A batch's rejected rows: every one counted, the first CDP_FEED_MAX_STORED_REJECTS kept for review with their
+    raw values masked (privacy.policy.mask_raw_row), so a file of millions of bad rows costs neither memory nor
+    a table of them."""
+
+    def __init__(self):
+        self.count = 0
+        self.kept: list[tuple[int, str, dict]] = []
+        self.limit = settings.CDP_FEED_MAX_STORED_REJECTS
+
+    def add(self, row_number: int, reason: str, raw: dict | Callable[[], dict] | None = None) -> None:
+        """`raw`: the row, or a function giving it (not called once the limit is reached)."""
+        self.count += 1
+        if len(self.kept) < self.limit:
+            row = raw() if callable(raw) else raw
+            self.kept.append((row_number, reason, mask_raw_row(row) if row else {}))
+
+    def add_unreadable(self, unreadable: list[tuple[int, str]]) -> None:
+        for row_number, reason in unreadable:
+            self.add(row_number, reason)
+
+    def save(self, batch: FeedBatch) -> None:
+        RejectedRow.objects.bulk_create(
+            [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in self.kept],
+            batch_size=5000)
+
+
 @dataclass
 class _LoadState:
-    rejected: list[tuple[int, str, dict]] = field(default_factory=list)
+    rejected: Rejects = field(default_factory=Rejects)
     warnings: Counter = field(default_factory=Counter)
     rows_read: int = 0
     created: int = 0
@@ -59,10 +90,41 @@ class _LoadState:
     unchanged: int = 0
 
 
+def _too_large() -> FeedFormatError:
+    return FeedFormatError(f"the file is larger than {settings.CDP_FEED_MAX_BYTES} bytes (once decompressed), "
+                           "the most a feed may hold (CDP_FEED_MAX_BYTES)")
+
+
+class _BoundedReader(io.RawIOBase):
+    """The decompressed bytes of a gzipped feed, refused past CDP_FEED_MAX_BYTES: a few kilobytes of gzip can
+    hold gigabytes."""
+
+    def __init__(self, compressed):
+        self.compressed = compressed
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.compressed.readinto(buffer)
+        self.bytes_read += count or 0
+        if self.bytes_read > settings.CDP_FEED_MAX_BYTES:
+            raise _too_large()
+        return count
+
+    def close(self) -> None:
+        self.compressed.close()
+        super().close()
+
+
 def _open_binary(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    """The file's bytes, decompressed if it is gzipped; a file over CDP_FEED_MAX_BYTES fails (FeedFormatError)."""
+    if _is_gzip(path):
+        return io.BufferedReader(_BoundedReader(gzip.open(path, "rb")), buffer_size=1 << 20)
+    if path.stat().st_size > settings.CDP_FEED_MAX_BYTES:
+        raise _too_large()
+    return open(path, "rb")
 
 
 def _file_sha256(path: Path) -> str:
@@ -99,10 +161,19 @@ def _canonical_header(raw_header: list[str], mapping: dict[str, str]) -> list[st
     return header
 
 
+def _is_line_end(piece: str) -> bool:
+    return piece.splitlines()[0] != piece
+
+
 def _decoded_lines(binary, encoding: str) -> Iterator[str]:
+    """The file's lines, as str.splitlines would cut the whole text. Only the newly read text is split (a long
+    line is not rescanned at every read); a line longer than CDP_FEED_MAX_LINE_CHARS fails the file."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    max_line = settings.CDP_FEED_MAX_LINE_CHARS
     offset = 0
-    pending = ""
+    lines_read = 0
+    pending: list[str] = []  # the pieces of a line not ended yet
+    pending_chars = 0
     while True:
         try:
             chunk = binary.read(1 << 20)
@@ -118,13 +189,22 @@ def _decoded_lines(binary, encoding: str) -> Iterator[str]:
                 "pass the right --encoding (utf-8 or gb18030)"
             ) from None
         offset += len(chunk)
-        pending += text
-        lines = pending.splitlines(keepends=True)
-        pending = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
+        lines = text.splitlines(keepends=True)
+        unended = lines.pop() if lines and not _is_line_end(lines[-1]) else None
+        if lines and pending:  # the first line ends the pieces read before: joined once, when it ends
+            lines[0] = "".join(pending) + lines[0]
+            pending, pending_chars = [], 0
+        if unended is not None:
+            pending.append(unended)
+            pending_chars += len(unended)
+        if pending_chars > max_line or any(len(line) > max_line for line in lines):
+            raise FeedFormatError(f"line {lines_read + len(lines) + 1} or near it is longer than {max_line} "
+                                  "characters, the most a feed line may hold (CDP_FEED_MAX_LINE_CHARS)")
+        lines_read += len(lines)
         yield from lines
         if not chunk:
             if pending:
-                yield pending
+                yield "".join(pending)
             return
 
 
@@ -186,10 +266,11 @@ def _read_jsonl(lines: Iterator[str], mapping: dict[str, str]) -> Iterator[tuple
         row_number += 1
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
             if row_number == 1:
-                raise FeedFormatError(f"not a JSON Lines feed: first line is not JSON ({exc.msg})") from None
-            yield row_number, f"not valid JSON: {exc.msg}"
+                raise FeedFormatError(f"not a JSON Lines feed: first line is not JSON ({message})") from None
+            yield row_number, f"not valid JSON: {message}"
             continue
         if not isinstance(obj, dict):
             yield row_number, "not a JSON object"
@@ -292,7 +373,7 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
         reported.append((row.number - 1, f"expected {row.expected_columns} columns, found {row.actual_columns}"))
         return "skip"
 
-    stream = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if _is_gzip(path) else pa.OSFile(str(path))
+    stream = pa.PythonFile(_open_binary(path), mode="r") if _is_gzip(path) else pa.OSFile(str(path))
     arrow_encoding = "utf8" if encoding.lower().replace("-", "").replace("_", "") in {"utf8", "utf8sig"} else encoding
     try:
         reader = pacsv.open_csv(
@@ -309,6 +390,7 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
             table = pa.Table.from_batches([batch]).rename_columns(header)
             if any(pc.any(pc.match_substring(table.column(c), "\x00")).as_py() for c in header):
                 raise FastReadUnavailable("NUL bytes")
+            _check_row_lengths(table, next_number)
             unreadable, reported[:] = list(reported), []
             if any(number < next_number for number, _ in unreadable):
                 raise FastReadUnavailable("a row was reported unreadable after later rows were numbered")
@@ -329,6 +411,18 @@ def _arrow_chunks(path: Path, *, raw_header: list[str], header: list[str], encod
             yield RawChunk(_chunk_table([], header, []), list(reported))
     except (pa.ArrowException, UnicodeError, OSError) as exc:
         raise FastReadUnavailable(str(exc)) from exc
+
+
+def _check_row_lengths(table: pa.Table, first_number: int) -> None:
+    """The line limit of _decoded_lines for rows read by Arrow: a row whose values together are longer fails."""
+    max_line = settings.CDP_FEED_MAX_LINE_CHARS
+    if table.num_rows == 0:
+        return
+    lengths = functools.reduce(pc.add, (pc.utf8_length(table.column(c)) for c in table.column_names))
+    if pc.max(lengths).as_py() > max_line:
+        position = pc.index(pc.greater(lengths, max_line), True).as_py()
+        raise FeedFormatError(f"row {first_number + position} or near it is longer than {max_line} characters, the "
+                              "most a feed line may hold (CDP_FEED_MAX_LINE_CHARS)")
 
 
 def _is_gzip(path: Path) -> bool:
@@ -486,7 +580,7 @@ class _Stager:
         state = self.state
         table = chunk.table
         state.rows_read += table.num_rows + len(chunk.unreadable)
-        state.rejected.extend((number, reason, {}) for number, reason in chunk.unreadable)
+        state.rejected.add_unreadable(chunk.unreadable)
         read = table.num_rows
         table = self.erased.drop_by_key(table)
         if table.num_rows < read:
@@ -505,8 +599,8 @@ class _Stager:
             if key:
                 first = self.seen.setdefault(key, number)
                 if first != number:
-                    state.rejected.append((number, f"customer_key: duplicate of row {first}",
-                                           redact_raw_row(_python_row(table, position))))
+                    state.rejected.add(number, f"customer_key: duplicate of row {first}",
+                                       lambda: _python_row(table, position))
                     continue
             if self.existing.get(key) == digest:
                 state.unchanged += 1
@@ -541,7 +635,7 @@ class _Stager:
             try:
                 normalised = normalize_customer_row(row)
             except RowRejected as exc:
-                state.rejected.append((numbers[fresh[position]], str(exc), redact_raw_row(row)))
+                state.rejected.add(numbers[fresh[position]], str(exc), row)
                 continue
             state.warnings.update(normalised["warnings"])
             accepted.append(normalised)
@@ -695,7 +789,8 @@ def _fail_batch(batch: FeedBatch, error: str) -> None:
 
 def feed_batch_queue(*, source: Source, kind: str, path: Path | str) -> FeedBatch:
     """The batch of a file accepted now and loaded later by a task: its id is what the caller polls."""
-    return FeedBatch.objects.create(source=source, kind=kind, file_name=str(path), status=FeedBatch.Status.QUEUED)
+    return FeedBatch.objects.create(source=source, kind=kind, file_name=Path(path).name,
+                                    status=FeedBatch.Status.QUEUED)
 
 
 def batch_start(queued: FeedBatch | None, **fields) -> FeedBatch:
@@ -719,7 +814,7 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
         encoding = "utf-8-sig"
     _lock_source(source)
     try:
-        batch = batch_start(batch, source=source, file_name=str(path), file_sha256=_file_sha256(path))
+        batch = batch_start(batch, source=source, file_name=path.name, file_sha256=_file_sha256(path))
         try:
             # Outside the load's transaction: a first load records the keys at once, not holding up the others.
             pii_key_check()
@@ -728,17 +823,14 @@ def feed_load(*, source: Source | str, path: Path | str, encoding: str = "utf-8-
                 state = _read_and_stage(path, source=source, encoding=encoding, batch=batch, progress=progress)
                 _upsert_staged()
                 sql.analyze_after_bulk_write(SourceRecord._meta.db_table, state.created + state.updated)
-                RejectedRow.objects.bulk_create(
-                    [RejectedRow(batch=batch, row_number=n, reason=reason, raw=raw) for n, reason, raw in state.rejected],
-                    batch_size=5000,
-                )
+                state.rejected.save(batch)
                 FeedBatch.objects.filter(pk=batch.pk).update(
                     status=FeedBatch.Status.SUCCEEDED,
                     rows_read=state.rows_read,
                     rows_created=state.created,
                     rows_updated=state.updated,
                     rows_unchanged=state.unchanged,
-                    rows_rejected=len(state.rejected),
+                    rows_rejected=state.rejected.count,
                     warnings=dict(state.warnings),
                     finished_at=timezone.now(),
                 )

@@ -8,6 +8,7 @@ take their ids from the referenced tables in the same transaction, and deletions
 import secrets
 import time
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -65,7 +66,7 @@ class FeedBatch(models.Model):
 
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="batches")
     kind = models.CharField(max_length=32, default="customers")
-    file_name = models.CharField(max_length=500)
+    file_name = models.CharField(max_length=500, help_text="The file's base name, never the folder it is stored in")
     file_sha256 = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     error = models.TextField(blank=True)
@@ -98,8 +99,8 @@ class RejectedRow(models.Model):
     batch = models.ForeignKey(FeedBatch, on_delete=models.CASCADE, related_name="rejected_rows")
     row_number = models.PositiveIntegerField(help_text="1-based data row; the header is row 0")
     reason = models.TextField()
-    # Card numbers and id numbers are masked before the row is kept.
-    raw = models.JSONField(default=dict)
+    raw = models.JSONField(default=dict, help_text="The row as read, its personal fields masked "
+                                                   "(privacy.policy.mask_raw_row): never stored in clear")
 
     class Meta:
         ordering = ["batch", "row_number"]
@@ -267,6 +268,23 @@ class MatchRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def field_errors(self) -> list[str]:
+        """What is wrong with `fields`: a rule naming an unknown identifier ("birth_dat") would otherwise match on
+        the others alone, so "phone + birth_dat" would merge every household sharing a phone."""
+        fields = self.fields
+        if not isinstance(fields, list) or not fields or not all(isinstance(f, str) for f in fields):
+            return [f"a non-empty list of identifiers, from: {', '.join(self.FIELDS)}"]
+        unknown = [f for f in fields if f not in self.FIELDS]
+        errors = [f"unknown identifier {f!r}; known: {', '.join(self.FIELDS)}" for f in unknown]
+        if len(set(fields)) != len(fields):
+            errors.append("an identifier is named twice")
+        return errors
+
+    def clean(self) -> None:
+        errors = self.field_errors()
+        if errors:
+            raise ValidationError({"fields": errors})
 
 
 class MatchKey(models.Model):

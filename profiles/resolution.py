@@ -211,7 +211,7 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             _mark_batches_resolved(report)
             report.seconds = round(time.perf_counter() - started, 3)
             return report
-        rules = list(MatchRule.objects.filter(is_active=True))
+        rules = _active_match_rules()
         records = _fetch_records(touched.where("r.id"), whole_table=touched.everything)
         with _duckdb_session(records) as duck:
             suppressed_records = _refresh_suppressed_identifiers(report, rules, touched, duck)
@@ -255,6 +255,19 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
     report.seconds = round(time.perf_counter() - started, 3)
     log.info("identity resolution: %s", report.as_dict())
     return report
+
+
+class InvalidMatchRule(Exception):
+    """An active match rule that names an unknown identifier: resolving without it would link on the rest alone."""
+
+
+def _active_match_rules() -> list[MatchRule]:
+    rules = list(MatchRule.objects.filter(is_active=True))
+    for rule in rules:
+        errors = rule.field_errors()
+        if errors:
+            raise InvalidMatchRule(f"match rule {rule.name!r}: {'; '.join(errors)}; fix it in the admin (Match rules)")
+    return rules
 
 
 class ModelTrainingError(Exception):
@@ -438,9 +451,7 @@ def _match_keys(rules: list[MatchRule], duck: duckdb.DuckDBPyConnection, *,
     `grouped` (the records are the whole scope), their groups (see `_key_groups`), else None."""
     selects, params = [], []
     for rule in rules:
-        fields = [f for f in rule.fields if f in IDENTIFIER_SQL]
-        if not fields:
-            continue
+        fields = list(rule.fields)
         key_sql = " || '|' || ".join(f"({IDENTIFIER_SQL[f]})" for f in fields)
         guarded = [f for f in fields if f in GUARDED_IDENTIFIERS]
         conditions = [f"({IDENTIFIER_SQL[f]}) IS NOT NULL" for f in fields] + [

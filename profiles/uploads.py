@@ -1,6 +1,7 @@
 """Uploaded feed files: they hold clear card and id numbers, so they are not kept longer than their load needs.
 
-An upload (api.feeds) is stored in CDP_FEED_UPLOAD_DIR and its path recorded as the batch's file_name. With
+An upload (api.feeds) is stored in CDP_FEED_UPLOAD_DIR under a unique name, which the batch records as its file_name
+(a batch records a file's base name only, never a server path). With
 CDP_FEED_UPLOAD_KEEP_DAYS = 0 (the default) a successful load deletes its file at once; otherwise, and for a load
 that failed (kept so that it can be looked into), the hourly beat task deletes files whose load finished more than
 that many days ago. Files the platform did not receive as uploads (a path given to load_feed) are never touched.
@@ -23,9 +24,9 @@ def _upload_dir() -> Path:
 
 
 def _upload_path(file_name: str) -> Path | None:
-    """The stored upload a batch's file_name names, or None for a file that is not an upload."""
-    path = Path(file_name)
-    return path if path.parent.resolve() == _upload_dir().resolve() else None
+    """The stored upload a batch's file_name names, or None when the upload folder holds no such file."""
+    path = _upload_dir() / Path(file_name).name
+    return path if path.is_file() else None
 
 
 def _delete(path: Path | None) -> int:
@@ -50,8 +51,8 @@ def _stored_uploads() -> dict[str, Path]:
     folder = _upload_dir()
     if not folder.is_dir():
         return {}
-    # Named as api.feeds names them in batches: the folder as configured, then the file's name.
-    return {str(folder / path.name): path for path in folder.iterdir() if path.is_file()}
+    # Named as batches name them: the file's name.
+    return {path.name: path for path in folder.iterdir() if path.is_file()}
 
 
 def feed_uploads_expire(*, now: datetime | None = None) -> int:

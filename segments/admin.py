@@ -157,7 +157,7 @@ class SegmentAdmin(admin.ModelAdmin):
                 preview["diff"] = rule_diff(segment=segment, rule=body["rule"])
         except RuleError as error:
             return JsonResponse({"error": error.message, "path": error.path}, status=400)
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: JSON nested thousands deep
             return JsonResponse({"error": "the body must be JSON with a rule"}, status=400)
         reading = PersonalDataReading(person_viewer(request))
         preview["sample"] = [{"public_id": p["public_id"], "city": p["city"] or "",

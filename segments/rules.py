@@ -11,6 +11,7 @@ import calendar
 import datetime as dt
 import functools
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
@@ -31,6 +32,9 @@ from tags.models import TagAssignment, TagDefinition
 
 MAX_LIST = 1000
 MAX_DEPTH = 12
+# Groups, negations and leaves (an activity's `where` conditions included): a rule past this is refused before
+# anything of it is looked up or compiled, so no request can make one query of thousands of conditions.
+MAX_RULE_NODES = 500
 
 
 class RuleError(Exception):
@@ -156,6 +160,9 @@ class RuleContext:
     # While compiling inside `all` groups: what the node's siblings require (the profiles the whole group can select
     # are among them). An activity node aggregates only their rows instead of every profile's.
     candidates: Q | None = None
+    # Tag code -> (id, kind), or None for an unknown code: every tag of a rule looked up in one query
+    # (_tags_look_up), shared by the copies of the context made while compiling.
+    tags: dict[str, tuple[int, str] | None] = dc_field(default_factory=dict)
 
     @property
     def today(self) -> dt.date:
@@ -206,10 +213,71 @@ def _only_keys(node: dict, allowed: set[str], path: str) -> None:
         raise RuleError(f"unknown key {extra[0]!r}", _join(path, extra[0]))
 
 
+def _rule_nodes(rule):
+    """Every node of a rule, however malformed (validation says what is wrong), without recursion."""
+    stack = [rule]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        yield node
+        for key in ("all", "any"):
+            if isinstance(node.get(key), list):
+                stack.extend(node[key])
+        if "not" in node:
+            stack.append(node["not"])
+        activity = node.get("activity")
+        if isinstance(activity, dict) and isinstance(activity.get("where"), list):
+            stack.extend(activity["where"])
+
+
+# PostgreSQL cannot store or compare a NUL; a lone surrogate cannot be encoded to reach the database at all.
+_UNUSABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_strings(node: dict, path: str) -> None:
+    """Refuse a NUL or a lone surrogate in any key or string of the node, its child nodes aside (validated in their
+    turn). The API refuses them at its edge; this covers the admin and rules stored past it."""
+    stack = [(key, value) for key, value in node.items() if key not in ("all", "any", "not")]
+    while stack:
+        key, value = stack.pop()
+        if any(isinstance(text, str) and _UNUSABLE_CHARACTERS.search(text) for text in (key, value)):
+            raise RuleError("holds a NUL character or a lone surrogate", path)
+        if isinstance(value, dict):
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((key, item) for item in value)
+
+
+def _check_size(rule) -> list[str]:
+    """Refuse a rule of more than MAX_RULE_NODES nodes; the tag codes it names."""
+    codes = []
+    for count, node in enumerate(_rule_nodes(rule), start=1):
+        if count > MAX_RULE_NODES:
+            raise RuleError(f"a rule has at most {MAX_RULE_NODES} conditions and groups")
+        if isinstance(node.get("tag"), str) and not _UNUSABLE_CHARACTERS.search(node["tag"]):
+            codes.append(node["tag"])  # one with unusable characters is refused when its node is validated
+    return codes
+
+
+def _tags_look_up(codes, ctx: RuleContext) -> None:
+    missing = set(codes) - set(ctx.tags)
+    if missing:
+        ctx.tags.update(dict.fromkeys(missing))
+        ctx.tags.update((code, (pk, kind)) for code, pk, kind in
+                        TagDefinition.objects.filter(code__in=missing).values_list("code", "pk", "kind"))
+
+
+def _tag(code: str, ctx: RuleContext) -> tuple[int, str] | None:
+    _tags_look_up([code], ctx)
+    return ctx.tags[code]
+
+
 def _validate(node, path: str, ctx: RuleContext, seen: tuple, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise RuleError(f"rules nest at most {MAX_DEPTH} levels", path)
     node_type = _node_type(node, path)
+    _check_strings(node, path)
     node_type.validate(node, path, ctx, seen)
     for child, child_path in node_type.children(node, path):
         _validate(child, child_path, ctx, seen, depth + 1)
@@ -491,18 +559,18 @@ register_node_type(NodeType("field", _validate_field, _compile_field, _explain_f
 def _validate_tag(node: dict, path: str, ctx: RuleContext, seen: tuple) -> None:
     _only_keys(node, {"tag"}, path)
     code = node["tag"]
-    kind = TagDefinition.objects.filter(code=code).values_list("kind", flat=True).first() if isinstance(code, str) \
-        else None
-    if kind is None:
+    row = _tag(code, ctx) if isinstance(code, str) else None
+    if row is None:
         raise RuleError(f"unknown tag {code!r}", _join(path, "tag"))
-    if not ctx.allow_segments and kind == TagDefinition.Kind.RULE:
+    if not ctx.allow_segments and row[1] == TagDefinition.Kind.RULE:
         raise RuleError("a tag rule cannot use another rule tag", _join(path, "tag"))
 
 
 def _tag_assignments(node: dict, ctx: RuleContext):
-    # By the tag's id, looked up here: joined to the definitions by code, the planner cannot tell how many profiles
-    # hold the tag, misjudges the candidates of an activity node beside it and scans its whole activity table.
-    tag_id = TagDefinition.objects.filter(code=node["tag"]).values_list("pk", flat=True).first()
+    # By the tag's id, looked up beforehand: joined to the definitions by code, the planner cannot tell how many
+    # profiles hold the tag, misjudges the candidates of an activity node beside it and scans its activity table.
+    row = _tag(node["tag"], ctx)
+    tag_id = row and row[0]
     return TagAssignment.objects.filter(TagAssignment.active_q(ctx.now), tag_id=tag_id)
 
 
@@ -764,7 +832,10 @@ register_node_type(NodeType("activity", _validate_activity, _compile_activity, _
 # --- entry points ----------------------------------------------------------------------------------------------
 
 def rule_validate(rule, ctx: RuleContext | None = None) -> None:
-    _validate(rule, "", ctx or RuleContext(), ())
+    """Refuse a bad rule (RuleError naming the node); its size is checked and its tags looked up (one query) first."""
+    ctx = ctx or RuleContext()
+    _tags_look_up(_check_size(rule), ctx)
+    _validate(rule, "", ctx, ())
 
 
 def compile_node(node: dict, ctx: RuleContext) -> Q:
@@ -837,6 +908,8 @@ def rule_explain(rule: dict, *, profile: CustomerProfile, ctx: RuleContext | Non
     """Every node of the rule with whether it holds for the profile (evaluated by the same SQL) and the value seen;
     unless `sees_clear`, a personal field's value and the value compared with it are masked (privacy.policy)."""
     ctx = ctx or RuleContext()
+    if not path:
+        _tags_look_up(_check_size(rule), ctx)
     node_type = _node_type(rule, path)
     result = CustomerProfile.objects.filter(pk=profile.pk).filter(compile_node(rule, ctx)).exists()
     explained = {"path": path or "rule", "type": node_type.key, "result": result}

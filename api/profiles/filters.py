@@ -1,6 +1,7 @@
 import datetime as dt
 
 import django_filters
+from django import forms
 from django.utils import timezone
 
 from profiles.models import CustomerProfile
@@ -15,6 +16,24 @@ def _years_before(day: dt.date, years: int) -> dt.date:
         return day.replace(year=day.year - years, day=28)
 
 
+class _UtcIsoDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO date-time in UTC: PostgreSQL refuses an offset past 15:59 (Python accepts up to 23:59), so "-17:04"
+    would reach the database as written and fail there."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError("Enter a date-time between the years 1 and 9999 in UTC.") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = _UtcIsoDateTimeField
+
+
 class CustomerProfileFilterSet(django_filters.FilterSet):
     city = django_filters.CharFilter()
     gender = django_filters.ChoiceFilter(choices=[("M", "male"), ("F", "female"), ("U", "unknown")])
@@ -26,7 +45,7 @@ class CustomerProfileFilterSet(django_filters.FilterSet):
     value_tier = django_filters.CharFilter(field_name="metrics__value_tier")
     tag = django_filters.CharFilter(method="filter_tag", label="Holds this tag (code) now")
     segment = django_filters.CharFilter(method="filter_segment", label="Current member of this segment (slug)")
-    updated_since = django_filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_since = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
 
     class Meta:
         model = CustomerProfile

@@ -1,6 +1,5 @@
 """Segment serializers: thin shapes over segments.models; validation of rules is the domain's (RuleError)."""
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 
 from privacy.policy import MASKED_VIEWER
 from segments.models import RefreshJob, Segment, SegmentEvent
@@ -13,13 +12,6 @@ class RuleField(serializers.JSONField):
 
     def to_internal_value(self, data):
         return data
-
-
-class RuleJSONParser(JSONParser):
-    """JSON that may hold NaN or Infinity, as Python's parser reads it: in a rule, the rule language refuses such a
-    value with the path of its node (a 400 like any bad rule) instead of the parser refusing the whole body."""
-
-    strict = False
 
 
 class RuleMaskedMixin:
@@ -35,7 +27,9 @@ class RuleMaskedMixin:
 
 class SegmentSerializer(RuleMaskedMixin, serializers.ModelSerializer):
     rule = RuleField(required=False, allow_null=True)
-    owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
+    # A relation, not "owner.username" with a default: a partial update skips a read-only field's default, so a
+    # PATCH would answer without the owner that the schema requires.
+    owner = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = Segment
@@ -107,8 +101,10 @@ class SegmentRefreshAcceptedSerializer(serializers.Serializer):
 
 
 class RefreshJobSerializer(serializers.ModelSerializer):
-    segment = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    tag = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    segment = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True,
+                                           help_text="null for a rule tag's job")
+    tag = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True,
+                                       help_text="null for a segment's job")
 
     class Meta:
         model = RefreshJob

@@ -7,7 +7,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
@@ -24,6 +23,7 @@ from segments.tasks import segment_refresh_enqueue
 
 from ..audit import personal_data_viewer
 from ..models import Scope
+from ..parsers import FormParser, MultiPartParser, RuleJSONParser
 from ..permissions import has_scope, may_export_members, require_personal_data_scope
 from . import serializers as s
 
@@ -58,7 +58,7 @@ class SegmentViewSet(viewsets.ModelViewSet):
     lookup_field = "slug"
     lookup_value_regex = "[A-Za-z0-9_-]+"
     filterset_fields = ["status", "kind"]
-    parser_classes = [s.RuleJSONParser, FormParser, MultiPartParser]
+    parser_classes = [RuleJSONParser, FormParser, MultiPartParser]
     required_scopes = {
         "list": READ, "retrieve": READ, "create": WRITE, "update": WRITE, "partial_update": WRITE,
         "destroy": WRITE, "catalogue": READ, "activity_catalogue": READ, "preview": READ, "diff": READ, "explain": READ, "refresh": WRITE,

@@ -48,9 +48,9 @@ def test_kept_uploads_go_once_their_days_are_over(api_client, upload_dir, settin
     orphan = upload_dir / "orphan.csv"
     for path in (old_failed, queued, orphan):
         path.write_bytes(FEED)
-    FeedBatch.objects.create(source=core, file_name=str(old_failed), status="failed",
+    FeedBatch.objects.create(source=core, file_name=old_failed.name, status="failed",
                              finished_at=now - dt.timedelta(days=3))
-    FeedBatch.objects.create(source=core, file_name=str(queued), status="queued")
+    FeedBatch.objects.create(source=core, file_name=queued.name, status="queued")
     os.utime(orphan, (now.timestamp() - 3 * 86400,) * 2)
     os.utime(queued, (now.timestamp() - 3 * 86400,) * 2)
 

@@ -193,12 +193,13 @@ def test_erasure_removes_the_person_and_a_reload_of_the_same_feeds_does_not_brin
 def test_a_marker_skips_the_person_under_a_new_key_but_not_a_household_sharing_one_identifier(platform, write_feed):
     person = _person_in_three_sources()
     core = person.records.get(source__code="core")
+    id_number = _id_number_of(core, folder=platform[0])
     erase_subject(profile=person, reason="DSR-7", by="dpo")
     row = {"full_name": "Back Again", "gender": "M", "birth_date": "1980-01-01", "city": "Beijing"}
     feed = write_feed([
         # the same person under a new key: the same valid id number is found through its keyed hash
         {**row, "customer_key": "NEW-1", "id_type": "CN_RESIDENT",
-         "id_number": _id_number_of(core), "phone": "", "email": ""},
+         "id_number": id_number, "phone": "", "email": ""},
         # the same phone and e-mail together, no id number
         {**row, "customer_key": "NEW-2", "phone": person.phone, "email": person.email},
         # a household member sharing only the phone: loaded
@@ -212,9 +213,10 @@ def test_a_marker_skips_the_person_under_a_new_key_but_not_a_household_sharing_o
         == ["NEW-3"]
 
 
-def _id_number_of(record: SourceRecord) -> str:
-    """The clear id number of a sample record (only its hash is stored), from the core feed it was loaded from."""
-    with open(record.first_batch.file_name, encoding="utf-8-sig") as fh:
+def _id_number_of(record: SourceRecord, *, folder) -> str:
+    """The clear id number of a sample record (only its hash is stored), from the core feed it was loaded from (a
+    batch names its file's base name)."""
+    with open(folder / record.first_batch.file_name, encoding="utf-8-sig") as fh:
         for raw in csv.DictReader(fh):
             if raw["CUST_NO"] == record.customer_key:
                 assert raw["id_number"], "the chosen person has an id number"
@@ -245,7 +247,8 @@ def test_consent_rows_are_erased_with_their_history(make_profile):
     assert list(ConsentEvent.objects.values_list("profile_id", flat=True)) == [other.pk]
 
 
-@pytest.mark.django_db(transaction=True)
+# serialized_rollback: the sources the migrations create are there whatever ran before (a flush removes them).
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_erasure_waits_for_a_running_load_of_the_persons_source(make_profile):
     person = make_profile(phone="+8613912875634")
     core = Source.objects.get(code="core")

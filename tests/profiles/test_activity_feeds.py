@@ -94,7 +94,7 @@ def test_a_file_that_is_not_the_feed_fails_and_changes_nothing(write_feed, tmp_p
         batch = activity_feed_load(source="core", kind="transactions", path=path)
         assert batch.status == FeedBatch.Status.FAILED
         assert batch.error
-    assert "required column(s) txn_key" in FeedBatch.objects.get(file_name=str(wrong)).error
+    assert "required column(s) txn_key" in FeedBatch.objects.get(file_name=wrong.name).error
     assert list(Transaction.objects.values_list("txn_key", flat=True)) == ["T1"]
 
 

@@ -198,3 +198,14 @@ def test_static_segment_list_upload_in_the_admin(admin_client, people):
     assert segment.member_count == 2
     page = admin_client.get(reverse("admin:segments_segment_members", args=[segment.pk])).content.decode()
     assert "Upload the list" in page and people["dee"].public_id in page
+
+
+@pytest.mark.parametrize("body", ['{"rule": ' + "[" * 10_000 + "]" * 10_000 + "}",
+                                  json.dumps({"rule": {"field": "city", "op": "eq", "value": "a\x00b"}})],
+                         ids=["nested-10000-deep", "nul"])
+def test_the_live_preview_refuses_deep_json_and_nul_characters_with_a_400(admin_client, body):
+    admin_client.raise_request_exception = False
+
+    response = admin_client.post(reverse("admin:segments_segment_preview"), body, content_type="application/json")
+
+    assert response.status_code == 400 and response.json()["error"]

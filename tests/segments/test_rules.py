@@ -134,3 +134,18 @@ def test_catalogue_lists_fields_with_types_ops_and_examples():
     assert all(f["label"] and f["examples"] for f in fields.values())
     assert {name for name, f in fields.items() if f["personal"]} == {
         "full_name", "family_name", "given_name", "birth_date", "phone", "email", "address"}
+
+
+@pytest.mark.parametrize("rule,path", [
+    ({"all": [{"field": "gender", "op": "eq", "value": "F"}, {"field": "city", "op": "in", "value": ["a", "b\x00"]}]},
+     "all[1]"),
+    ({"any": [{"tag": "vip\x00"}]}, "any[0]"),
+    ({"not": {"segment": "\ud800"}}, "not"),
+    ({"activity": {"kind": "transactions", "where": [{"field": "kind", "op": "eq", "value": "a\udfff"}]}}, "rule"),
+])
+def test_a_nul_or_lone_surrogate_anywhere_in_a_rule_is_refused_with_its_node(rule, path):
+    with pytest.raises(RuleError) as refused:
+        rule_validate(rule)
+
+    assert refused.value.path == path
+    assert "NUL" in refused.value.message

@@ -68,7 +68,9 @@ class Command(BaseCommand):
         for rejected in batch.rejected_rows.all()[:10]:
             self.stdout.write(f"  row {rejected.row_number}: {rejected.reason}")
         if batch.rows_rejected > 10:
-            self.stdout.write(f"  ... {batch.rows_rejected - 10} more rejected rows in the admin")
+            stored = batch.rejected_rows.count()  # at most CDP_FEED_MAX_STORED_REJECTS of them
+            self.stdout.write(f"  ... {batch.rows_rejected - 10} more rejected rows; the first {stored} are kept "
+                              "for review in the admin")
 
 
 def _source_files(arguments: list[str]) -> list[tuple[str, str]]:
