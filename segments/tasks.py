@@ -1,12 +1,15 @@
 """Celery tasks of the segment engine: thin wrappers that load rows by id and call one service."""
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
+from cdp import metrics
 from tags.models import TagDefinition
 from tags.services import system_tags_sync
 
 from .models import RefreshJob, Segment
-from .services import segment_refresh, segments_refresh_due, segments_refresh_for_inputs, tag_rule_refresh
+from .services import refresh_jobs_reset_stuck, segment_refresh, segments_refresh_due, segments_refresh_for_inputs, \
+    tag_rule_refresh
 
 # Lost connections, deadlocks and serialisation failures are transient: retried with exponential backoff.
 TRANSIENT = (OperationalError, InterfaceError)
@@ -23,6 +26,8 @@ def segment_refresh_task(self, segment_id: int, job_id: int | None = None, trigg
         if job is not None and self.request.retries < self.max_retries:
             _job_awaits_retry(job, exc)
         raise
+    finally:
+        metrics.refresh_jobs_observe([job] if job else [])
     return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
 
 
@@ -40,12 +45,15 @@ def _job_awaits_retry(job: RefreshJob, exc: Exception) -> None:
 @shared_task(**RETRY)
 def tag_rule_refresh_task(tag_id: int, trigger: str = "task") -> dict:
     job = tag_rule_refresh(tag=TagDefinition.objects.get(pk=tag_id), trigger=trigger)
+    metrics.refresh_jobs_observe([job])
     return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
 
 
 @shared_task(**RETRY)
 def segments_refresh_due_task() -> dict:
-    return segments_refresh_due().as_dict()
+    summary = segments_refresh_due()
+    metrics.refresh_jobs_observe(summary.jobs)
+    return summary.as_dict()
 
 
 @shared_task(**RETRY)
@@ -55,7 +63,14 @@ def segments_refresh_after_load_task(inputs: list[str] = ("profiles",)) -> dict:
     changed = set(inputs)
     if "metrics" in changed:
         changed |= {f"tag:{code}" for code in system_tags_sync()}
-    return segments_refresh_for_inputs(inputs=changed).as_dict()
+    summary = segments_refresh_for_inputs(inputs=changed)
+    metrics.refresh_jobs_observe(summary.jobs)
+    return summary.as_dict()
+
+
+@shared_task(**RETRY)
+def refresh_jobs_reset_stuck_task() -> int:
+    return refresh_jobs_reset_stuck(running_longer_than=settings.CDP_TASK_TIME_LIMITS["refreshes"][1])
 
 
 def segment_refresh_enqueue(*, segment: Segment, trigger: str) -> RefreshJob:
