@@ -66,9 +66,8 @@ class QueueDepthCollector:
         gauge = GaugeMetricFamily("cdp_queue_depth", "Messages waiting in a Celery queue", labels=["queue"])
         try:
             with app.connection_for_read() as connection:
-                channel = connection.default_channel
                 for queue in sorted(set(TASK_QUEUES.values())):
-                    gauge.add_metric([queue], channel.queue_declare(queue=queue, passive=True).message_count)
+                    gauge.add_metric([queue], _depth(connection, queue))
         except Exception as exc:  # any broker failure: the scrape goes on without this figure
             log.warning("queue depth unavailable: %r", exc)
             return
@@ -76,6 +75,14 @@ class QueueDepthCollector:
 
     def describe(self):
         return []  # registering must not ask the broker
+
+
+def _depth(connection, queue: str) -> int:
+    with connection.channel() as channel:  # a failed declaration closes its channel (AMQP)
+        try:
+            return channel.queue_declare(queue=queue, passive=True).message_count
+        except connection.channel_errors:
+            return 0  # not declared yet: no worker or producer has used it
 
 
 QUEUE_DEPTH = QueueDepthCollector()

@@ -1,8 +1,25 @@
 """Middleware of the operating side: the request id in every log line, API requests counted for the metrics."""
 from api.audit import request_id_of
 
+from .health import healthz, readyz
 from .logs import request_id
-from .metrics import API_REQUESTS
+from .metrics import API_REQUESTS, metrics_view
+
+
+class OperationsMiddleware:
+    """Answers /healthz, /readyz and /metrics before host validation and the HTTPS redirect: probes and scrapers
+    call a process by its address, over plain HTTP inside the cluster."""
+
+    views = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        view = self.views.get(request.path_info)
+        if view is not None and request.method in ("GET", "HEAD"):
+            return view(request)
+        return self.get_response(request)
 
 
 class LogRequestIdMiddleware:

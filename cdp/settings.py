@@ -214,6 +214,7 @@ LOGGING = {
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "cdp.middleware.LogRequestIdMiddleware",
+    "cdp.middleware.OperationsMiddleware",
     *MIDDLEWARE,
     "cdp.middleware.ApiRequestMetricsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",

@@ -55,3 +55,13 @@ def test_readiness_fails_when_the_broker_does_not_answer(client, settings):
     assert response.status_code == 503
     assert response.json()["checks"]["broker"].startswith("failed: ")
     assert response.json()["checks"]["database"] == "ok"
+
+
+def test_probes_by_address_over_plain_http_are_answered(client, settings):
+    settings.ALLOWED_HOSTS = ["cdp.bank.example"]
+    settings.SECURE_SSL_REDIRECT = True
+
+    assert client.get("/healthz", HTTP_HOST="10.0.3.7:8000").status_code == 200
+    assert client.get("/readyz", HTTP_HOST="10.0.3.7:8000").status_code == 200
+    assert client.get("/metrics", HTTP_HOST="10.0.3.7:8000").status_code == 200
+    assert client.get("/admin/", HTTP_HOST="10.0.3.7:8000").status_code == 400  # everything else is checked

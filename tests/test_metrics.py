@@ -1,11 +1,15 @@
 """/metrics: django-prometheus's HTTP and database figures and the platform's own (loads, rows, resolution,
 refreshes, API requests by key), for a scraper with the token or from an allowed network only."""
+import os
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from api.keys import api_key_create
+from cdp.celery import app
+from profiles.tasks import identity_resolve_task
 
 from segments.models import Segment
 from segments.services import segment_save
@@ -67,3 +71,25 @@ def test_metrics_need_the_token_or_an_allowed_network(client, settings):
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+
+
+def test_queue_depth_counts_the_tasks_waiting_in_each_queue(client):
+    broker = os.environ.get("CELERY_TEST_BROKER_URL")
+    if not broker:
+        pytest.skip("CELERY_TEST_BROKER_URL is not set (bin/test sets it)")
+    saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager")}
+    app.conf.update(broker_url=broker, task_always_eager=False)
+    app._pool, app.amqp._producer_pool = None, None  # Celery's pools keep the broker URL of their first use
+    try:
+        app.control.purge()
+        identity_resolve_task.delay()
+        identity_resolve_task.delay(full=True)  # no worker runs: both wait
+
+        depth = {labels: value for (name, labels), value in scrape(client).items() if name == "cdp_queue_depth"}
+
+        assert depth == {(("queue", "default"),): 0, (("queue", "loads"),): 0, (("queue", "refreshes"),): 0,
+                         (("queue", "resolution"),): 2}
+    finally:
+        app.control.purge()
+        app.conf.update(saved)
+        app._pool, app.amqp._producer_pool = None, None
