@@ -29,12 +29,17 @@ FEED_ROWS = Counter("cdp_feed_rows", "Rows of finished feed batches by outcome (
                     "rejected)", ["kind", "outcome"])
 RESOLUTION_SECONDS = Histogram("cdp_identity_resolution_duration_seconds", "Duration of identity resolutions run by "
                                "a task", buckets=JOB_SECONDS_BUCKETS)
-REFRESH_JOBS = Counter("cdp_refresh_jobs", "Refresh jobs of segments and rule tags a task ran, by final status",
+REFRESH_JOBS = Counter("cdp_refresh_jobs", "Refresh jobs of segments and rule tags, by final status",
                        ["target", "status"])
 REFRESH_SECONDS = Histogram("cdp_refresh_duration_seconds", "Duration of refresh jobs of segments and rule tags",
                             ["target", "status"], buckets=JOB_SECONDS_BUCKETS)
 API_REQUESTS = Counter("cdp_api_requests", "API requests by key prefix ('-': no key) and response status",
                        ["key", "status"])
+
+
+def feed_load_failed(kind: str) -> None:
+    """Count a load that raised (its batch, if it got one, is failed; the task fails or retries)."""
+    FEED_LOADS.labels(kind, "failed").inc()
 
 
 def feed_batch_observe(batch) -> None:
@@ -47,13 +52,12 @@ def feed_batch_observe(batch) -> None:
         FEED_ROWS.labels(batch.kind, outcome).inc(getattr(batch, f"rows_{outcome}"))
 
 
-def refresh_jobs_observe(jobs) -> None:
-    """Count finished refresh jobs (segments.models.RefreshJob)."""
-    for job in jobs:
-        target = "segment" if job.segment_id else "tag"
-        REFRESH_JOBS.labels(target, job.status).inc()
-        if job.duration_seconds is not None:
-            REFRESH_SECONDS.labels(target, job.status).observe(job.duration_seconds)
+def refresh_job_observe(job) -> None:
+    """Count a finished refresh job (segments.models.RefreshJob)."""
+    target = "segment" if job.segment_id else "tag"
+    REFRESH_JOBS.labels(target, job.status).inc()
+    if job.duration_seconds is not None:
+        REFRESH_SECONDS.labels(target, job.status).observe(job.duration_seconds)
 
 
 class QueueDepthCollector:

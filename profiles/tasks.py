@@ -17,10 +17,14 @@ def load_feed_task(source_code: str, path: str, encoding: str = "utf-8-sig", res
     """Load a customer or activity feed, resolving after customers. `batch_id`: the queued batch to run as; a retry
     after that batch has failed loads the file again as a new batch."""
     queued = FeedBatch.objects.filter(pk=batch_id, status=FeedBatch.Status.QUEUED).first() if batch_id else None
-    if kind == "customers":
-        batch = feed_load(source=source_code, path=path, encoding=encoding, batch=queued)
-    else:
-        batch = activity_feed_load(source=source_code, kind=kind, path=path, encoding=encoding, batch=queued)
+    try:
+        if kind == "customers":
+            batch = feed_load(source=source_code, path=path, encoding=encoding, batch=queued)
+        else:
+            batch = activity_feed_load(source=source_code, kind=kind, path=path, encoding=encoding, batch=queued)
+    except Exception:
+        metrics.feed_load_failed(kind)
+        raise
     metrics.feed_batch_observe(batch)
     result = {"batch": batch.pk, "status": batch.status, "error": batch.error}
     if batch.status != batch.Status.SUCCEEDED:

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from cdp import metrics
 from profiles.models import CustomerProfile
 from tags.models import TagAssignment, TagDefinition
 from tags.selectors import profile_ids_for_keys, profile_ids_for_public_ids
@@ -107,6 +108,7 @@ def _finish_job(job: RefreshJob, status: str, started: float, **fields) -> Refre
     fields.update(status=status, finished_at=timezone.now(), duration_seconds=round(time.perf_counter() - started, 3))
     RefreshJob.objects.filter(pk=job.pk).update(**fields)
     job.refresh_from_db()
+    metrics.refresh_job_observe(job)
     return job
 
 

@@ -3,7 +3,6 @@ from celery import shared_task
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
-from cdp import metrics
 from tags.models import TagDefinition
 from tags.services import system_tags_sync
 
@@ -26,8 +25,6 @@ def segment_refresh_task(self, segment_id: int, job_id: int | None = None, trigg
         if job is not None and self.request.retries < self.max_retries:
             _job_awaits_retry(job, exc)
         raise
-    finally:
-        metrics.refresh_jobs_observe([job] if job else [])
     return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
 
 
@@ -45,15 +42,12 @@ def _job_awaits_retry(job: RefreshJob, exc: Exception) -> None:
 @shared_task(**RETRY)
 def tag_rule_refresh_task(tag_id: int, trigger: str = "task") -> dict:
     job = tag_rule_refresh(tag=TagDefinition.objects.get(pk=tag_id), trigger=trigger)
-    metrics.refresh_jobs_observe([job])
     return {"job": job.pk, "status": job.status, "entered": job.entered, "exited": job.exited}
 
 
 @shared_task(**RETRY)
 def segments_refresh_due_task() -> dict:
-    summary = segments_refresh_due()
-    metrics.refresh_jobs_observe(summary.jobs)
-    return summary.as_dict()
+    return segments_refresh_due().as_dict()
 
 
 @shared_task(**RETRY)
@@ -63,9 +57,7 @@ def segments_refresh_after_load_task(inputs: list[str] = ("profiles",)) -> dict:
     changed = set(inputs)
     if "metrics" in changed:
         changed |= {f"tag:{code}" for code in system_tags_sync()}
-    summary = segments_refresh_for_inputs(inputs=changed)
-    metrics.refresh_jobs_observe(summary.jobs)
-    return summary.as_dict()
+    return segments_refresh_for_inputs(inputs=changed).as_dict()
 
 
 @shared_task(**RETRY)

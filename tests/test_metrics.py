@@ -9,10 +9,10 @@ from rest_framework.test import APIClient
 
 from api.keys import api_key_create
 from cdp.celery import app
-from profiles.tasks import identity_resolve_task
-
+from profiles.tasks import identity_resolve_task, load_feed_task
+from segments import sql
 from segments.models import Segment
-from segments.services import segment_save
+from segments.services import segment_refresh, segment_save
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +61,21 @@ def test_a_load_shows_in_the_job_metrics(client, settings, tmp_path, django_capt
     assert any(name == "django_http_requests_total_by_method_total" for name, _ in after)
     assert any(name == "django_db_execute_total" for name, _ in after)
     assert secret not in str(after)  # the prefix names the key, never its secret
+
+
+def test_a_failed_load_and_a_failed_refresh_are_counted(client, write_feed, monkeypatch):
+    segment = segment_save(segment=Segment(name="Women", slug="women",
+                                           rule={"field": "gender", "op": "eq", "value": "F"}))
+    before = scrape(client)
+
+    load_feed_task.apply(args=("core", str(write_feed([{"nickname": "x"}], header=["nickname"]))))
+    monkeypatch.setattr(sql, "insert_members", lambda **_: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        segment_refresh(segment=segment)
+    after = scrape(client)
+
+    assert grew(before, after, "cdp_feed_loads_total", kind="customers", status="failed") == 1
+    assert grew(before, after, "cdp_refresh_jobs_total", target="segment", status="failed") == 1
 
 
 def test_metrics_need_the_token_or_an_allowed_network(client, settings):
