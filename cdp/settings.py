@@ -189,7 +189,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Operating it (README, "Operating it"): logs, metrics, health -------------------------------------------------
-# LOG_FORMAT: json (one object a line: time, level, logger, message, request_id, task_id) or text.
+# LOG_FORMAT: json (one object a line: level, logger, message, request_id, task_id, time) or text.
 LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
 if LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("LOG_FORMAT must be json or text")
@@ -199,9 +199,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "filters": {"context": {"()": "cdp.logs.ContextFilter"}},
     "formatters": {
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
-                 "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(task_id)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"}},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "timestamp": "time",  # ISO 8601, UTC
+                 "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s %(task_id)s",
+                 "rename_fields": {"levelname": "level", "name": "logger"}},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s [request=%(request_id)s task=%(task_id)s] %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": LOG_FORMAT}},

@@ -1,5 +1,6 @@
 """Log lines are JSON objects (LOG_FORMAT=json) that name the request they were written for (its X-Request-ID) and
 the Celery task."""
+import datetime as dt
 import io
 import json
 import logging.config
@@ -33,7 +34,8 @@ def test_a_request_s_log_lines_carry_its_request_id(json_log_lines):
     assert response.status_code == 404
     [line] = [line for line in json_log_lines() if line["logger"] == "django.request"]
     assert (line["level"], line["request_id"], line["task_id"]) == ("WARNING", "req-4711", "")
-    assert line["message"] == "Not Found: /api/v1/no-such-thing/" and line["time"]
+    assert line["message"] == "Not Found: /api/v1/no-such-thing/"
+    assert dt.datetime.fromisoformat(line["time"]).utcoffset() == dt.timedelta(0)
 
 
 @pytest.mark.django_db
