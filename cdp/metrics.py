@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 JOB_SECONDS_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, float("inf"))
 
-FEED_LOADS = Counter("cdp_feed_loads", "Feed batches a task finished, by kind and final status", ["kind", "status"])
+FEED_LOADS = Counter("cdp_feed_loads", "Loads run by a task, by kind and final status", ["kind", "status"])
 FEED_LOAD_SECONDS = Histogram("cdp_feed_load_duration_seconds", "Duration of finished feed batches",
                               ["kind", "status"], buckets=JOB_SECONDS_BUCKETS)
 FEED_ROWS = Counter("cdp_feed_rows", "Rows of finished feed batches by outcome (created, updated, unchanged: loaded; "

@@ -123,13 +123,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 # A task whose worker process dies (SIGKILL, out of memory) goes back on its queue and runs again; every task is
-# idempotent (README, "Jobs that survive faults").
+# idempotent (README, "Queues, time limits and faults").
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Per queue (cdp/celery.py routes each task to one): (soft, hard) limits in seconds. At the soft limit the task gets
 # an exception and records its job as failed; at the hard limit its worker process is killed.
 CDP_TASK_TIME_LIMITS = {
-    queue: (hard - 300, hard) for queue, hard in (
+    queue: (hard - min(300, hard // 10), hard) for queue, hard in (
         ("loads", env_int("CDP_TIME_LIMIT_LOADS", 4 * 3600)),
         ("resolution", env_int("CDP_TIME_LIMIT_RESOLUTION", 4 * 3600)),
         ("refreshes", env_int("CDP_TIME_LIMIT_REFRESHES", 3600)),
