@@ -3,7 +3,9 @@
 Several processes (gunicorn's workers, Celery's pool) count into one set of figures through prometheus_client's
 multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set, every process writes its figures to files there and the
 endpoint adds them up. Without it (the embedded default, tasks in-process) the figures are the serving process's.
-Queue depth is read from the broker at scrape time. README, "Operating it", lists the metrics.
+Queue depth is read from the broker at scrape time. Database figures are django-prometheus's, counted by an execute
+wrapper on every connection rather than its database backends, so the engine in DATABASES stays Django's own.
+README, "Operating it", lists the metrics.
 """
 import hmac
 import ipaddress
@@ -11,7 +13,12 @@ import logging
 import os
 
 from django.conf import settings
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 from django.http import HttpResponse, JsonResponse
+from django_prometheus.db import connections_total, errors_total, execute_many_total, execute_total, \
+    query_duration_seconds
+from django_prometheus.db.common import ExceptionCounterByType
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -58,6 +65,24 @@ def refresh_job_observe(job) -> None:
     REFRESH_JOBS.labels(target, job.status).inc()
     if job.duration_seconds is not None:
         REFRESH_SECONDS.labels(target, job.status).observe(job.duration_seconds)
+
+
+def _observe_query(execute, sql, params, many, context):
+    connection = context["connection"]
+    labels = {"alias": connection.alias, "vendor": connection.vendor}
+    statements = len(params) if many else 1
+    execute_total.labels(**labels).inc(statements)
+    if many:
+        execute_many_total.labels(**labels).inc(statements)
+    with query_duration_seconds.labels(**labels).time(), ExceptionCounterByType(errors_total, extra_labels=labels):
+        return execute(sql, params, many, context)
+
+
+@receiver(connection_created)
+def _instrument_connection(sender, connection, **kwargs):
+    connections_total.labels(connection.alias, connection.vendor).inc()
+    if _observe_query not in connection.execute_wrappers:  # the same wrapper object reconnects
+        connection.execute_wrappers.append(_observe_query)
 
 
 class QueueDepthCollector:

@@ -219,9 +219,6 @@ MIDDLEWARE = [
     "cdp.middleware.ApiRequestMetricsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
-# Query counts, durations and errors by database (django-prometheus wraps the backend; its vendor stays the same).
-DATABASES["default"]["ENGINE"] = DATABASES["default"]["ENGINE"].replace("django.db.backends.",
-                                                                        "django_prometheus.db.backends.")
 # /metrics answers a request with `Authorization: Bearer <CDP_METRICS_TOKEN>` (if set) or from these networks.
 CDP_METRICS_TOKEN = os.environ.get("CDP_METRICS_TOKEN", "")
 CDP_METRICS_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("CDP_METRICS_ALLOWED_NETWORKS",
