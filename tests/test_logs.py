@@ -1,15 +1,20 @@
 """Log lines are JSON objects (LOG_FORMAT=json) that name the request they were written for (its X-Request-ID) and
-the Celery task."""
+the Celery task, whose lines also name the request that sent it."""
 import datetime as dt
 import io
 import json
 import logging.config
+import os
+import time
 
 import pytest
+from celery.contrib.testing.worker import start_worker
 from rest_framework.test import APIClient
 
 from api.keys import api_key_create
-from profiles.tasks import load_feed_task
+from cdp.celery import app
+from cdp.logs import request_id
+from profiles.tasks import identity_resolve_task, load_feed_task
 
 
 @pytest.fixture
@@ -47,3 +52,33 @@ def test_a_task_s_log_lines_carry_its_task_id(json_log_lines, write_feed):
     [line] = [line for line in json_log_lines() if line["logger"] == "profiles.resolution"]
     assert (line["level"], line["task_id"], line["request_id"]) == ("INFO", "task-0815", "")
     assert line["message"].startswith("identity resolution: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_s_lines_carry_the_id_of_the_request_that_sent_the_task(capsys):
+    broker = os.environ.get("CELERY_TEST_BROKER_URL")
+    if not broker:
+        pytest.skip("CELERY_TEST_BROKER_URL is not set (bin/test sets it)")
+    saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "result_backend")}
+    app.conf.update(broker_url=broker, task_always_eager=False, result_backend=None)
+    app._pool, app.amqp._producer_pool = None, None  # Celery's pools keep the broker URL of their first use
+    try:
+        app.control.purge()
+        # The worker sets up logging from settings.LOGGING again (text here) and runs in its own thread.
+        with start_worker(app, perform_ping_check=False, shutdown_timeout=20):
+            token = request_id.set("req-0042")  # as while a request is served
+            try:
+                sent = identity_resolve_task.delay()
+            finally:
+                request_id.reset(token)
+            finished = f"[request=req-0042 task={sent.id}] Task profiles.tasks.identity_resolve_task[{sent.id}] " \
+                       "succeeded"
+            written = ""
+            deadline = time.monotonic() + 30
+            while finished not in written:
+                assert time.monotonic() < deadline, written
+                time.sleep(0.2)
+                written += capsys.readouterr().err
+    finally:
+        app.conf.update(saved)
+        app._pool, app.amqp._producer_pool = None, None
