@@ -161,6 +161,28 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
+# A task whose worker process dies (SIGKILL, out of memory) goes back on its queue and runs again; every task is
+# idempotent (README, "Queues, time limits and faults").
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Per queue (cdp/celery.py routes each task to one): (soft, hard) limits in seconds. At the soft limit the task gets
+# an exception and records its job as failed; at the hard limit its worker process is killed.
+CDP_TASK_TIME_LIMITS = {
+    queue: (hard - min(300, hard // 10), hard) for queue, hard in (
+        ("loads", env_int("CDP_TIME_LIMIT_LOADS", 4 * 3600)),
+        ("resolution", env_int("CDP_TIME_LIMIT_RESOLUTION", 4 * 3600)),
+        ("refreshes", env_int("CDP_TIME_LIMIT_REFRESHES", 3600)),
+        ("default", env_int("CDP_TIME_LIMIT_DEFAULT", 2 * 3600)),
+    )
+}
+# Redis hands an unacknowledged task to another worker after this many seconds: longer than any hard limit (and
+# the longest retry countdown), so a task that is still running is never delivered twice.
+_LONGEST_TASK = max(hard for _, hard in CDP_TASK_TIME_LIMITS.values())
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", _LONGEST_TASK + 3600)}
+if CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= _LONGEST_TASK + 600:  # 600: the longest retry countdown
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must exceed the longest task time limit by over 600 s")
+# Task logs go through LOGGING below (JSON with the task id), not Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Identity resolution guard rails (see README, "Identity resolution").
 CDP_MAX_SHARED_IDENTIFIER = env_int("CDP_MAX_SHARED_IDENTIFIER", 5)
@@ -215,11 +237,27 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Operating it (README, "Operating it"): logs, metrics, health -------------------------------------------------
+# LOG_FORMAT: json (one object a line: level, logger, message, request_id, task_id, time) or text.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "filters": {"context": {"()": "cdp.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "timestamp": "time",  # ISO 8601, UTC
+                 "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s %(task_id)s",
+                 "rename_fields": {"levelname": "level", "name": "logger"}},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [request=%(request_id)s task=%(task_id)s] %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["context"], "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # Django's own handlers give way to the one above, so each line is written once, in one format.
+    "loggers": {name: {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}
+                for name in ("django", "django.server")},
 }
 
 # Retention (README, "Retention"): days each kind of record is kept; 0 keeps it forever. Enforced nightly.
@@ -230,3 +268,15 @@ CDP_RETENTION_REJECTED_ROW_DAYS = env_int("CDP_RETENTION_REJECTED_ROW_DAYS", 90)
 CDP_RETENTION_FEED_BATCH_DAYS = env_int("CDP_RETENTION_FEED_BATCH_DAYS", 365)
 # Rows deleted per transaction: a large backlog goes in many short transactions.
 CDP_RETENTION_CHUNK_ROWS = env_int("CDP_RETENTION_CHUNK_ROWS", 10_000)
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "cdp.middleware.LogRequestIdMiddleware",
+    "cdp.middleware.OperationsMiddleware",
+    *MIDDLEWARE,
+    "cdp.middleware.ApiRequestMetricsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+# /metrics answers a request with `Authorization: Bearer <CDP_METRICS_TOKEN>` (if set) or from these networks.
+CDP_METRICS_TOKEN = os.environ.get("CDP_METRICS_TOKEN", "")
+CDP_METRICS_ALLOWED_NETWORKS = [n.strip() for n in os.environ.get("CDP_METRICS_ALLOWED_NETWORKS",
+                                                                  "127.0.0.1/32,::1/128").split(",") if n.strip()]

@@ -18,7 +18,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -768,14 +768,26 @@ def _upsert_staged() -> None:
     sql.drop_temp_table("feed_stage")
 
 
+BATCH_INTERRUPTED = "interrupted before it finished; nothing of it was kept"
+
+
 def _lock_source(source: Source) -> None:
     """Serialise loads of one source; a batch still 'running' once we hold the lock was interrupted."""
     if sql.is_postgres():
         sql.execute("SELECT pg_advisory_lock(%s)", [sql.advisory_lock_key("feed", source.pk)])
     FeedBatch.objects.filter(source=source, status=FeedBatch.Status.RUNNING).update(
-        status=FeedBatch.Status.FAILED, error="interrupted before it finished; nothing of it was kept",
-        finished_at=timezone.now(),
+        status=FeedBatch.Status.FAILED, error=BATCH_INTERRUPTED, finished_at=timezone.now(),
     )
+
+
+def feed_batches_reset_stuck(*, running_longer_than: float) -> int:
+    """Fail the batches 'running' for longer than any load may run (`running_longer_than`, the hard time limit of
+    the loads' tasks): their worker died, and no load of their source has started since (it would have failed them
+    as above). Returns how many."""
+    now = timezone.now()
+    return FeedBatch.objects.filter(
+        status=FeedBatch.Status.RUNNING, started_at__lt=now - timedelta(seconds=running_longer_than),
+    ).update(status=FeedBatch.Status.FAILED, error=BATCH_INTERRUPTED, finished_at=now)
 
 
 def _unlock_source(source: Source) -> None:

@@ -9,6 +9,7 @@ A refresh (the versioned pattern of STYLE.md, Jobs):
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from cdp import metrics
 from profiles.models import CustomerProfile
 from tags.models import TagAssignment, TagDefinition
 from tags.selectors import profile_ids_for_keys, profile_ids_for_public_ids
@@ -84,10 +86,29 @@ def _result_queryset(segment: Segment, ctx: RuleContext):
     return rule_queryset(segment.rule, ctx)
 
 
+JOB_INTERRUPTED = "interrupted: the worker stopped before it finished"
+
+
+def refresh_jobs_reset_stuck(*, running_longer_than: float) -> int:
+    """Fail the refresh jobs 'running' for longer than any refresh may run (`running_longer_than`, the hard time
+    limit of the refresh tasks): their worker died. Their segments are no longer calculating; the rows of the
+    unfinished version go with the next refresh's cleanup. Returns how many jobs."""
+    now = timezone.now()
+    stuck = RefreshJob.objects.filter(status=RefreshJob.Status.RUNNING,
+                                      started_at__lt=now - dt.timedelta(seconds=running_longer_than))
+    segment_ids = set(stuck.exclude(segment=None).values_list("segment_id", flat=True))
+    count = stuck.update(status=RefreshJob.Status.FAILED, error=JOB_INTERRUPTED, finished_at=now)
+    running = RefreshJob.objects.filter(segment=OuterRef("pk"), status=RefreshJob.Status.RUNNING)
+    Segment.objects.filter(pk__in=segment_ids).exclude(Exists(running)).update(is_calculating=False,
+                                                                              pending_version=None)
+    return count
+
+
 def _finish_job(job: RefreshJob, status: str, started: float, **fields) -> RefreshJob:
     fields.update(status=status, finished_at=timezone.now(), duration_seconds=round(time.perf_counter() - started, 3))
     RefreshJob.objects.filter(pk=job.pk).update(**fields)
     job.refresh_from_db()
+    metrics.refresh_job_observe(job)
     return job
 
 
@@ -101,8 +122,7 @@ def segment_refresh(*, segment: Segment, job: RefreshJob | None = None, trigger:
         with sql.advisory_lock("segment", segment.pk):
             # Holding the lock, no other run of this segment is alive: a job still "running" died with its worker.
             RefreshJob.objects.filter(segment=segment, status=RefreshJob.Status.RUNNING).exclude(pk=job.pk).update(
-                status=RefreshJob.Status.FAILED, error="interrupted: the worker stopped before it finished",
-                finished_at=timezone.now())
+                status=RefreshJob.Status.FAILED, error=JOB_INTERRUPTED, finished_at=timezone.now())
             segment.refresh_from_db()
             old = segment.current_version
             new = old + 1

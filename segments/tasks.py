@@ -1,12 +1,14 @@
 """Celery tasks of the segment engine: thin wrappers that load rows by id and call one service."""
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from tags.models import TagDefinition
 from tags.services import system_tags_sync
 
 from .models import RefreshJob, Segment
-from .services import segment_refresh, segments_refresh_due, segments_refresh_for_inputs, tag_rule_refresh
+from .services import refresh_jobs_reset_stuck, segment_refresh, segments_refresh_due, segments_refresh_for_inputs, \
+    tag_rule_refresh
 
 # Lost connections, deadlocks and serialisation failures are transient: retried with exponential backoff.
 TRANSIENT = (OperationalError, InterfaceError)
@@ -56,6 +58,11 @@ def segments_refresh_after_load_task(inputs: list[str] = ("profiles",)) -> dict:
     if "metrics" in changed:
         changed |= {f"tag:{code}" for code in system_tags_sync()}
     return segments_refresh_for_inputs(inputs=changed).as_dict()
+
+
+@shared_task(**RETRY)
+def refresh_jobs_reset_stuck_task() -> int:
+    return refresh_jobs_reset_stuck(running_longer_than=settings.CDP_TASK_TIME_LIMITS["refreshes"][1])
 
 
 def segment_refresh_enqueue(*, segment: Segment, trigger: str) -> RefreshJob:
