@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from privacy.people import EXPORT_MEMBERS, PersonalDataReading, person_viewer
+from privacy.people import EXPORT_MEMBERS, VIEW_PII, PersonalDataReading, person_viewer
 from profiles.models import Consent, CustomerProfile
 from tags.admin import TagDefinitionAdmin
 from tags.models import TagDefinition
@@ -21,7 +21,7 @@ from tags.services import TagError, parse_profile_list
 from .exports import segment_members_export_lines
 from .models import RefreshJob, Segment
 from .rules import (ACTIVITY_AGGREGATES, ACTIVITY_COMPARE_OPS, RuleContext, RuleError, activity_catalogue, catalogue,
-                    rule_validate)
+                    rule_personal_fields, rule_validate)
 from .selectors import rule_diff, rule_preview, segment_explain, segment_history, segment_members, segment_sizes
 from .services import cron_schedule, segment_rule_check, segment_save, segment_static_set_members
 from .size_chart import size_chart_svg
@@ -65,7 +65,29 @@ def rule_error_message(error: RuleError) -> str:
     return f"{error.path}: {error.message}"
 
 
-class SegmentForm(forms.ModelForm):
+def personal_search_refusal(rule, *, user) -> str | None:
+    """Why this person may not search by the personal fields this rule tests (a rule answers for guessed values, so
+    it would recover what the masks hide: README, "Personal fields, masks and who sees them clear"), or None."""
+    fields = rule_personal_fields(rule)
+    if fields and not user.has_perm(VIEW_PII):
+        return (f"a rule on the personal fields {', '.join(fields)} needs the permission to see personal data "
+                f"clear ({VIEW_PII})")
+    return None
+
+
+class PersonalSearchCheckMixin:
+    """A rule form that refuses rules on personal fields to a person without privacy.view_pii (the admin's get_form
+    sets `user`)."""
+
+    user = None
+
+    def _check_personal_search(self, rule) -> None:
+        refusal = self.user is not None and personal_search_refusal(rule, user=self.user)
+        if refusal:
+            self.add_error("rule", refusal)
+
+
+class SegmentForm(PersonalSearchCheckMixin, forms.ModelForm):
     class Meta:
         model = Segment
         fields = ("name", "slug", "description", "kind", "rule", "status", "refresh_every_minutes", "refresh_cron",
@@ -90,6 +112,8 @@ class SegmentForm(forms.ModelForm):
                     segment_rule_check(rule=cleaned["rule"], slug=cleaned.get("slug"))
                 except RuleError as error:
                     self.add_error("rule", rule_error_message(error))
+                else:
+                    self._check_personal_search(cleaned["rule"])
         return cleaned
 
 
@@ -109,6 +133,7 @@ class SegmentAdmin(admin.ModelAdmin):
         form = super().get_form(request, obj, change, **kwargs)
         form.base_fields["rule"].widget = RuleBuilderWidget(preview_url=reverse("admin:segments_segment_preview"),
                                                             segment_id=obj.pk if obj else None)
+        form.user = request.user
         return form
 
     def save_model(self, request, obj, form, change):
@@ -151,6 +176,9 @@ class SegmentAdmin(admin.ModelAdmin):
             return HttpResponseBadRequest("POST a rule")
         try:
             body = json.loads(request.body)
+            refusal = personal_search_refusal(body.get("rule"), user=request.user)
+            if refusal:
+                return JsonResponse({"error": refusal, "path": "rule"}, status=403)
             segment = Segment.objects.filter(pk=body.get("segment") or None).first()
             preview = rule_preview(rule=body.get("rule"), slug=segment.slug if segment else body.get("slug") or None)
             if segment is not None:
@@ -252,7 +280,7 @@ class RefreshJobAdmin(admin.ModelAdmin):
         return obj.error[:80]
 
 
-class RuleTagForm(forms.ModelForm):
+class RuleTagForm(PersonalSearchCheckMixin, forms.ModelForm):
     class Meta:
         model = TagDefinition
         fields = ("code", "name", "category", "description", "kind", "rule")
@@ -264,6 +292,8 @@ class RuleTagForm(forms.ModelForm):
                 rule_validate(cleaned.get("rule"), RuleContext(allow_segments=False))
             except RuleError as error:
                 self.add_error("rule", rule_error_message(error))
+            else:
+                self._check_personal_search(cleaned.get("rule"))
         return cleaned
 
 
@@ -276,6 +306,7 @@ class RuleTagDefinitionAdmin(TagDefinitionAdmin):
         form = super().get_form(request, obj, change, **kwargs)
         form.base_fields["rule"].widget = RuleBuilderWidget(preview_url=reverse("admin:segments_segment_preview"),
                                                             tag_rule=True)
+        form.user = request.user
         return form
 
 

@@ -1,6 +1,7 @@
 """People signed in to the admin or the browsable API: a scope through a Django permission, personal data clear
 only with privacy.view_pii (audited as the person), never by being staff (issue 24, finding 4)."""
 import datetime as dt
+import json
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -8,6 +9,8 @@ from rest_framework.test import APIClient
 
 from privacy.models import AuditRecord
 from profiles.models import CustomerProfile
+from segments.models import Segment
+from tags.models import TagDefinition
 from tests.api.conftest import grant
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +96,38 @@ def test_the_admin_shows_clear_values_with_view_pii_and_audits_the_page(client, 
     audit = AuditRecord.objects.get()
     assert (audit.user_id, audit.profile_public_id, audit.method) == (user.pk, zhang.public_id, "GET")
     assert set(audit.fields) == {"full_name", "family_name", "given_name", "birth_date", "phone", "email", "address"}
+
+
+PHONE_RULE = {"all": [{"field": "phone", "op": "startswith", "value": PHONE[:-1]}, {"field": "city", "op": "eq",
+                                                                                    "value": "北京市"}]}
+
+
+def _admin_preview(client, rule):
+    return client.post("/admin/segments/segment/preview/", json.dumps({"rule": rule}), content_type="application/json")
+
+
+def test_the_admin_builder_refuses_a_search_by_a_personal_field_without_view_pii(zhang):
+    marketer = signed_in(staff("segments.view_segment", "segments.add_segment", "tags.add_tagdefinition"))
+
+    refused = _admin_preview(marketer, PHONE_RULE)
+    saved = marketer.post("/admin/segments/segment/add/", {
+        "name": "Phone guess", "slug": "phone-guess", "description": "", "kind": "rule", "status": "active",
+        "refresh_every_minutes": "", "refresh_cron": "", "owner": "", "holdout_percent": "0",
+        "rule": json.dumps(PHONE_RULE)})
+    tagged = marketer.post("/admin/tags/tagdefinition/add/", {
+        "code": "phone-guess", "name": "Phone guess", "category": "", "description": "", "kind": "rule",
+        "rule": json.dumps(PHONE_RULE)})
+
+    assert refused.status_code == 403 and "privacy.view_pii" in refused.json()["error"]
+    assert PHONE not in refused.content.decode()
+    assert saved.status_code == 200 and "privacy.view_pii" in saved.content.decode()  # the form again, with the error
+    assert tagged.status_code == 200 and "privacy.view_pii" in tagged.content.decode()
+    assert not Segment.objects.exists() and not TagDefinition.objects.filter(code="phone-guess").exists()
+    # Rules on other fields preview as before.
+    assert _admin_preview(marketer, {"field": "city", "op": "eq", "value": "北京市"}).json()["count"] == 1
+
+
+def test_the_admin_builder_previews_a_search_by_a_personal_field_with_view_pii(zhang):
+    marketer = signed_in(staff("segments.view_segment", "privacy.view_pii"))
+
+    assert _admin_preview(marketer, PHONE_RULE).json()["count"] == 1
