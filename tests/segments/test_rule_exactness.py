@@ -195,7 +195,9 @@ def test_7_previews_answer_400_naming_the_node(people, admin_client, raw, path):
     admin = admin_client.post(reverse("admin:segments_segment_preview"), raw, content_type="application/json")
     assert (admin.status_code, admin.json()["path"]) == (400, path)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_create(name='k', scopes=['segments:read'])[1]}")
+    # profiles:read_pii: a rule on birth_date is a search by a personal field (README, "Personal data").
+    key = api_key_create(name="k", scopes=["segments:read", "profiles:read_pii"])[1]
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     api = client.post("/api/v1/segments/preview/", raw, content_type="application/json")
     assert api.status_code == 400 and api.json()["details"]["path"] == path
     form = {"name": "Bad", "slug": "bad", "description": "", "kind": "rule", "status": "active",
