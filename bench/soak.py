@@ -4,8 +4,10 @@
     .venv/bin/python bench/soak.py --minutes 2      # a short run
 
 It starts gunicorn (2 workers), two Celery workers and beat against its own PostgreSQL database (default cdp_soak on
-the local server; dropped and created again) and a Redis database (default redis://127.0.0.1:6379/8, flushed). Then,
-for the given minutes:
+the local server; dropped and created again) and a Redis database (default redis://127.0.0.1:6379/8, flushed). Before
+the clock starts it loads and resolves the bank's existing customers (the first resolution of an empty database
+rewrites the records table under an exclusive lock: loads running meanwhile deadlock with it). Then, for the given
+minutes:
 - every minute a new set of sample feeds (`generate_sample_feeds`, a new seed each minute, written before the clock
   starts) is uploaded through the API: the three customer feeds, then the activity files; the workers load them,
   resolve identities, recompute metrics and refresh the affected segments;
@@ -54,7 +56,9 @@ CLIENT_RULES = (
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10, help="how long the load runs (default 10)")
-    parser.add_argument("--customers-per-load", type=int, default=1000, help="people in each minute's feeds")
+    parser.add_argument("--initial-customers", type=int, default=5000,
+                        help="people loaded and resolved before the clock starts (the bank's existing customers)")
+    parser.add_argument("--customers-per-load", type=int, default=300, help="people in each minute's feeds")
     parser.add_argument("--clients", type=int, default=4, help="API client threads")
     parser.add_argument("--rate", type=float, default=2.0, help="requests per second of each client")
     parser.add_argument("--port", type=int, default=8765)
@@ -88,11 +92,20 @@ def set_up(args, env: dict, work: Path) -> tuple[str, list[Path]]:
 
     from api.keys import api_key_create
     from api.models import Scope
+    from profiles.feeds import feed_load_all
+    from profiles.metrics import profile_metrics_recompute
+    from profiles.resolution import identity_resolve
     from profiles.sample_activity import generate_sample_activity
     from profiles.sample_data import generate_sample_feeds
     from segments.sample_data import sample_segments_create
 
     call_command("migrate", verbosity=0)
+    initial = work / "feeds" / "initial"
+    generate_sample_feeds(out_dir=initial, customers=args.initial_customers, seed=999)
+    batches = feed_load_all([(source, initial / name) for source, name in CUSTOMER_FEEDS])
+    assert all(batch.status == "succeeded" for batch in batches), [batch.error for batch in batches]
+    identity_resolve()
+    profile_metrics_recompute()
     sample_segments_create()
     _, key = api_key_create(name="soak", scopes=Scope.values, rate="100000/s", created_by="bench/soak.py")
     redis.Redis.from_url(args.redis).flushdb()
@@ -103,8 +116,8 @@ def set_up(args, env: dict, work: Path) -> tuple[str, list[Path]]:
         generate_sample_feeds(out_dir=folder, customers=args.customers_per_load, seed=1000 + n)
         generate_sample_activity(out_dir=folder, seed=1000 + n, today=timezone.localdate())
         folders.append(folder)
-    print(f"set up: database {args.database}, {loads} feed sets of {args.customers_per_load} people in {work}",
-          flush=True)
+    print(f"set up: database {args.database}, {args.initial_customers} people loaded and resolved, {loads} feed "
+          f"sets of {args.customers_per_load} people in {work}", flush=True)
     return key, folders
 
 
