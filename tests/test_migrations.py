@@ -21,7 +21,8 @@ call_command("migrate", verbosity=0)
 
 def test_the_migrations_unapply_and_apply_again_on_sqlite(tmp_path):
     # given an empty SQLite database
-    env = os.environ | {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "DJANGO_SETTINGS_MODULE": "cdp.settings"}
+    env = os.environ | {"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                        "DJANGO_SETTINGS_MODULE": "cdp.settings"}
     # when every migration is applied, the later ones unapplied, and all applied again
     result = subprocess.run([sys.executable, "-c", ROUND_TRIP], cwd=ROOT, env=env, capture_output=True, text=True)
     # then every step succeeds
