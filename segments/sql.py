@@ -93,11 +93,15 @@ def insert_rule_tag_assignments(*, queryset, tag_id: int, at) -> int:
         return 0
     select_sql, select_params = select
     rule_query_settings()
+    # Profiles that hold the tag already are skipped by the (profile, tag) unique constraint, not by NOT EXISTS: with
+    # the table's statistics saying it is empty (a tag's first refresh), the planner runs NOT EXISTS as a nested loop
+    # that scans the table once per profile while this very statement fills it, quadratic in the profiles.
+    # `WHERE true` lets SQLite parse ON CONFLICT after a SELECT.
     return _execute(
         f"INSERT INTO {ASSIGNMENT} (profile_id, tag_id, source, assigned_at, assigned_by, expires_at) "
-        f"SELECT m.id, %s, %s, %s, %s, NULL FROM ({select_sql}) m "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {ASSIGNMENT} a WHERE a.tag_id = %s AND a.profile_id = m.id)",
-        [tag_id, TagAssignment.Source.RULE, at, "rule", *select_params, tag_id],
+        f"SELECT m.id, %s, %s, %s, %s, NULL FROM ({select_sql}) m WHERE true "
+        f"ON CONFLICT (profile_id, tag_id) DO NOTHING",
+        [tag_id, TagAssignment.Source.RULE, at, "rule", *select_params],
     )
 
 

@@ -10,7 +10,9 @@ class Migration(migrations.Migration):
         ('profiles', '0005_feedbatch_queued'),
     ]
 
-    operations = [
+    # A ForeignObject has no column: the relation is state only. Said so explicitly because SQLite's schema editor
+    # cannot remove such a field (AttributeError: no db_constraint), which made this migration irreversible there.
+    operations = [migrations.SeparateDatabaseAndState(state_operations=[
         migrations.AddField(
             model_name='account',
             name='record',
@@ -36,4 +38,4 @@ class Migration(migrations.Migration):
             name='record',
             field=models.ForeignObject(from_fields=['source', 'customer_key'], null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='profiles.sourcerecord', to_fields=['source', 'customer_key']),
         ),
-    ]
+    ])]

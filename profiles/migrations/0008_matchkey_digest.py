@@ -29,6 +29,7 @@ class Migration(migrations.Migration):
             ],
             options={"indexes": [models.Index(fields=["key_hi"], name="matchkey_key_hi")]},
         ),
+        # Unapplied, the old table comes back empty: match keys are derived, and every record is still marked.
         migrations.RunSQL(
             "UPDATE profiles_sourcerecord SET needs_resolution = TRUE WHERE needs_resolution = FALSE",
             migrations.RunSQL.noop,

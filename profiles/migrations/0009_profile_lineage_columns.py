@@ -101,6 +101,7 @@ class Migration(migrations.Migration):
             name='phone_record',
             field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='profiles.sourcerecord'),
         ),
+        # Unapplied, the lineage table comes back empty and the columns go: the schema is restored, the lineage is not.
         migrations.RunSQL(COPY_LINEAGE, migrations.RunSQL.noop),
         migrations.DeleteModel(
             name='AttributeLineage',

@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from cdp.migration_operations import AddIndexConcurrently, RemoveIndexConcurrently
+
 
 class Migration(migrations.Migration):
 
@@ -9,21 +11,24 @@ class Migration(migrations.Migration):
         ('profiles', '0009_profile_lineage_columns'),
     ]
 
+    # Built and dropped CONCURRENTLY (cdp/migration_operations.py): loads keep writing these tables meanwhile.
+    atomic = False
+
     # The covering indexes first, so that reads keep an index while the old ones go.
     operations = [
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='cardtransaction',
             index=models.Index(fields=['source', 'customer_key', 'occurred_at'], include=('currency', 'amount'), name='card_txn_customer_covering'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='transaction',
             index=models.Index(fields=['source', 'customer_key', 'occurred_at'], include=('kind', 'channel', 'currency', 'amount'), name='txn_customer_covering'),
         ),
-        migrations.RemoveIndex(
+        RemoveIndexConcurrently(
             model_name='cardtransaction',
             name='card_txn_customer_time',
         ),
-        migrations.RemoveIndex(
+        RemoveIndexConcurrently(
             model_name='transaction',
             name='txn_customer_time',
         ),

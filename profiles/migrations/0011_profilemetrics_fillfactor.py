@@ -1,14 +1,18 @@
 from django.db import migrations
 
 
-def set_fillfactor(apps, schema_editor, value: int = 50):
+def _fillfactor(apps, schema_editor, value: int):
     if schema_editor.connection.vendor == "postgresql":
         table = schema_editor.quote_name(apps.get_model("profiles", "ProfileMetrics")._meta.db_table)
         schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {int(value)})")
 
 
+def set_fillfactor(apps, schema_editor):
+    _fillfactor(apps, schema_editor, 50)
+
+
 def reset_fillfactor(apps, schema_editor):
-    set_fillfactor(apps, schema_editor, 100)
+    _fillfactor(apps, schema_editor, 100)
 
 
 class Migration(migrations.Migration):

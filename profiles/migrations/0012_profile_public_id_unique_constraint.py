@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from cdp.migration_operations import AddUniqueConstraintConcurrently
+
 
 class Migration(migrations.Migration):
 
@@ -9,14 +11,18 @@ class Migration(migrations.Migration):
         ('profiles', '0011_profilemetrics_fillfactor'),
     ]
 
+    # The new constraint's index is built CONCURRENTLY (cdp/migration_operations.py) while the old unique index
+    # still guards public_id; only then does the old one go, so no moment is without a uniqueness check.
+    atomic = False
+
     operations = [
+        AddUniqueConstraintConcurrently(
+            model_name='customerprofile',
+            constraint=models.UniqueConstraint(fields=('public_id',), name='profile_public_id_unique'),
+        ),
         migrations.AlterField(
             model_name='customerprofile',
             name='public_id',
             field=models.CharField(editable=False, max_length=26),
-        ),
-        migrations.AddConstraint(
-            model_name='customerprofile',
-            constraint=models.UniqueConstraint(fields=('public_id',), name='profile_public_id_unique'),
         ),
     ]

@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from cdp.migration_operations import AddUniqueConstraintConcurrently
+
 
 def consent_rows_to_history(apps, schema_editor):
     """One history row per existing consent row (its decision as last recorded), in one statement."""
@@ -24,6 +26,10 @@ class Migration(migrations.Migration):
         ('profiles', '0013_probabilistic_model_provenance'),
     ]
 
+    # The consent table has a row per profile and channel: the new unique index is built CONCURRENTLY while the old
+    # one still guards (profile, channel), and only then does the old one go (cdp/migration_operations.py).
+    atomic = False
+
     operations = [
         migrations.CreateModel(
             name='ConsentEvent',
@@ -40,18 +46,18 @@ class Migration(migrations.Migration):
                 'ordering': ['at', 'id'],
             },
         ),
-        migrations.RemoveConstraint(
-            model_name='consent',
-            name='uniq_profile_channel_consent',
-        ),
         migrations.AddField(
             model_name='consent',
             name='purpose',
             field=models.CharField(choices=[('marketing', 'Marketing'), ('profiling', 'Profiling'), ('third_party', 'Third Party')], default='marketing', max_length=16),
         ),
-        migrations.AddConstraint(
+        AddUniqueConstraintConcurrently(
             model_name='consent',
             constraint=models.UniqueConstraint(fields=('profile', 'channel', 'purpose'), name='uniq_profile_channel_purpose_consent'),
+        ),
+        migrations.RemoveConstraint(
+            model_name='consent',
+            name='uniq_profile_channel_consent',
         ),
         migrations.AddField(
             model_name='consentevent',

@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from cdp.migration_operations import AddIndexConcurrently
+
 
 class Migration(migrations.Migration):
 
@@ -10,13 +12,16 @@ class Migration(migrations.Migration):
         ('segments', '0002_bulk_tables_without_fk_triggers'),
     ]
 
+    # The index is built CONCURRENTLY (cdp/migration_operations.py): refreshes keep recording sizes meanwhile.
+    atomic = False
+
     operations = [
         migrations.AlterField(
             model_name='segmentsize',
             name='segment',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='sizes', to='segments.segment'),
         ),
-        migrations.AddIndex(
+        AddIndexConcurrently(
             model_name='segmentsize',
             index=models.Index(fields=['segment', 'at'], name='segment_size_time'),
         ),
