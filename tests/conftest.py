@@ -3,6 +3,17 @@ from pathlib import Path
 
 import pytest
 
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that runs outside a transaction restores the database with serialized_rollback: a flush without
+    it recreates the content types (post_migrate), and the next test that restores then collides with them."""
+    for item in items:
+        mark = item.get_closest_marker("django_db")
+        if mark and mark.kwargs.get("transaction") and not mark.kwargs.get("serialized_rollback"):
+            raise pytest.UsageError(f"{item.nodeid}: a transactional test needs serialized_rollback=True")
+
+
 CUSTOMER_HEADER = ["customer_key", "full_name", "gender", "birth_date", "id_type", "id_number", "phone", "email",
                    "address", "city", "postcode", "core_cif", "updated_at"]
 

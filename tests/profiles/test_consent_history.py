@@ -63,7 +63,7 @@ def test_a_channel_export_reads_the_consent_in_force_when_it_runs(ann):
     assert list(segment_members_for_channel(segment=segment, channel="sms")) == []
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_migration_gives_each_existing_consent_one_history_row():
     executor = MigrationExecutor(connection)
     before = [("profiles", "0013_probabilistic_model_provenance")]

@@ -89,7 +89,7 @@ def travellers():
     return people
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_build_preview_and_save_a_segment_in_the_admin(live_server, admin_user, people, page):
     sign_in(page, live_server, "/admin/segments/segment/add/")
     page.fill("#id_name", "Shanghai women")  # the admin derives the slug from the name
@@ -129,7 +129,7 @@ TRAVEL_SPEND = {"activity": {"kind": "card_transactions",
                              "within_days": 90, "agg": "sum", "field": "amount", "op": "gte", "value": 5000}}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_build_preview_and_save_an_activity_rule(live_server, admin_user, travellers, page):
     sign_in(page, live_server, "/admin/segments/segment/add/")
     page.fill("#id_name", "Big travellers")
@@ -163,7 +163,7 @@ def test_build_preview_and_save_an_activity_rule(live_server, admin_user, travel
     assert segment.inputs == ["activity:card_transactions"]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_the_sample_travel_segment_opens_as_its_activity_rule_and_saves_unchanged(live_server, admin_user,
                                                                                   travellers, page):
     orm(sample_segments_create)
@@ -189,7 +189,7 @@ def test_the_sample_travel_segment_opens_as_its_activity_rule_and_saves_unchange
     assert as_json(orm(lambda: Segment.objects.get(pk=segment.pk).rule)) == stored
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_editing_one_node_keeps_the_others_as_written(live_server, admin_user, people, page):
     rule = {"all": [
         {"not": {"not": {"field": "city", "op": "eq", "value": "Shanghai"}}},  # the builder has no double negation
@@ -236,7 +236,7 @@ EVERY_NODE_TYPE = {"any": [
 ]}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_every_node_type_is_shown_and_written_back_the_same(live_server, admin_user, people, page):
     def given():
         TagDefinition.objects.create(code="vip", name="VIP")
@@ -262,7 +262,7 @@ def test_every_node_type_is_shown_and_written_back_the_same(live_server, admin_u
     assert as_json(orm(lambda: Segment.objects.get(pk=segment.pk).rule)) == stored
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_node_kept_as_json_is_shown_once_its_json_is_edited_into_one_the_builder_knows(live_server, admin_user,
                                                                                        people, page):
     city = {"field": "city", "op": "eq", "value": "Shanghai"}

@@ -42,7 +42,7 @@ def wait_for_advisory_lock_waiters(count: int, timeout: float = 30) -> None:
             time.sleep(0.02)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite runs one writer and one worker")
 def test_two_concurrent_refreshes_of_one_segment_serialise(people):
     segment = make_segment("shanghai", SHANGHAI)
@@ -96,7 +96,7 @@ def wait_for_blocked_write(cur, proc: subprocess.Popen, table: str) -> int:
         time.sleep(0.05)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the kill is timed by a PostgreSQL table lock")
 def test_a_killed_refresh_leaves_the_previous_result_and_the_next_run_completes(people):
     segment = make_segment("shanghai", SHANGHAI)

@@ -45,7 +45,7 @@ def wait_for(condition, timeout: float = 30):
     raise AssertionError(f"timed out: {list(RefreshJob.objects.values_list('status', 'trigger', 'error'))}")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_real_worker_refreshes_a_segment(people, worker):
     segment = segment_save(segment=Segment(name="Shanghai", slug="shanghai",
                                            rule={"field": "city", "op": "eq", "value": "Shanghai"}))

@@ -24,7 +24,7 @@ from tests.profiles.loads import PROJECT_DIR, database_url
 
 BROKER = os.environ.get("CELERY_TEST_BROKER_URL")
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture
