@@ -295,7 +295,7 @@ def train_model(
         "splink_version": splink.__version__,
         "splink_settings": splink_settings,
         "term_frequencies": term_frequencies,
-        "blocking": {"rules": [list(cols) for cols in PREDICTION_BLOCKING_RULES], "max_block_size": MAX_BLOCK_SIZE},
+        "blocking": _blocking(),
         "training": {
             "seed": seed,
             "records": int(total_records),
@@ -314,28 +314,38 @@ def train_model(
     return model
 
 
-def score_pairs(model: dict, records: pa.Table | Iterable[dict], *, review_threshold: float) -> list[ProbabilisticLink]:
+def score_pairs(model: dict | Callable[[], dict], records: pa.Table | Iterable[dict], *,
+                review_threshold: float) -> list[ProbabilisticLink]:
     """Score the pairs with at least one candidate side and different cluster_id that agree on one of the
     model's blocking keys; return those with probability >= review_threshold, ordered by (record_a, record_b).
+
+    `model` may be a function that returns it, called once the records are prepared and their pairs blocked (on
+    `PREDICTION_BLOCKING_RULES`, as every model `train_model` makes; again should its model block otherwise): a
+    model still being estimated in another thread then overlaps that work.
     """
     from splink import Linker
 
     if not 0 <= review_threshold <= 1:
         raise ValueError("review_threshold must be a probability")
-    _check_model(model)
+    if not callable(model):
+        _check_model(model)
     table = _as_table(records)
     if table.num_rows < 2:
         return []
-    splink_settings = model["splink_settings"]
 
     with _splink_session(table) as (db_api, con, records_sdf):
         n_candidates = con.execute("SELECT count(*) FROM cdp_records WHERE is_candidate").fetchall()[0][0]
         if n_candidates == 0:
             return []
-        linker = Linker(records_sdf, splink_settings, log_level=None)
+        blocking = model["blocking"] if not callable(model) else _blocking()
+        con.execute(_blocked_pairs_sql(blocking["rules"], blocking["max_block_size"]))
+        if callable(model):
+            model = model()
+            _check_model(model)
+            if model["blocking"] != blocking:
+                con.execute(_blocked_pairs_sql(model["blocking"]["rules"], model["blocking"]["max_block_size"]))
+        linker = Linker(records_sdf, model["splink_settings"], log_level=None)
         _register_term_frequencies(db_api, linker, model["term_frequencies"])
-
-        con.execute(_blocked_pairs_sql(model["blocking"]["rules"], model["blocking"]["max_block_size"]))
         n_pairs = con.execute("SELECT count(*) FROM cdp_blocked_pairs").fetchall()[0][0]
         if n_pairs == 0:
             return []
@@ -350,6 +360,11 @@ def score_pairs(model: dict, records: pa.Table | Iterable[dict], *, review_thres
     log.info("probabilistic: %s candidates, %s blocked pairs, %s pairs >= %s",
              n_candidates, n_pairs, len(links), review_threshold)
     return links
+
+
+def _blocking() -> dict:
+    """The prediction blocking of the models this code trains, as stored in them."""
+    return {"rules": [list(cols) for cols in PREDICTION_BLOCKING_RULES], "max_block_size": MAX_BLOCK_SIZE}
 
 
 # --- model definition --------------------------------------------------------------------------------------

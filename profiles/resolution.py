@@ -5,8 +5,9 @@ The pipeline (one transaction, so an interrupted run leaves the previous state a
 2. match keys for the records a load touched, one per active rule and record: the digest of the rule's
    identifiers (computed in-process with DuckDB over the records fetched once, written with COPY);
 3. the probabilistic tier scores records no rule links (see probabilistic.py), in a thread of its own: on a
-   whole-table run it needs only the fetched records and keys, so it trains and scores while PostgreSQL
-   writes the keys (two cores at work instead of one);
+   whole-table run it needs only the fetched records and keys, so it scores while PostgreSQL writes the keys
+   (two cores at work instead of one); a new model is estimated in another thread from the fetched records
+   alone, started before the guard rails, and the scoring prepares the records and blocks the pairs meanwhile;
 4. the scope: touched records, the records they share a key or a link with, and all records of the
    profiles those belong to;
 5. clustering of the scope: connected components of the links (scipy), less the links that rest on contact data
@@ -213,18 +214,21 @@ def identity_resolve(*, full: bool = False, train: bool | None = None) -> Resolu
             return report
         rules = _active_match_rules()
         records = _fetch_records(touched.where("r.id"), whole_table=touched.everything)
+        # A new model is estimated from the fetched records alone (which records are candidates does not matter to
+        # it): in a thread from now on, while the guard rails and match keys are worked out.
+        training = _start_training(records) if choice.train_reason is not None else None
         with _duckdb_session(records) as duck:
             suppressed_records = _refresh_suppressed_identifiers(report, rules, touched, duck)
             timer.lap("guard_rails")
             keys, groups = _match_keys(rules, duck, grouped=touched.everything)
             if touched.everything:
                 # The tier scores from the fetched records and keys alone: while it runs, PostgreSQL writes the keys.
-                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice)
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice, training)
                 _write_match_keys(touched, keys)
             else:
                 # A delta finds its candidates through the stored keys.
                 _write_match_keys(touched, keys)
-                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice)
+                scoring = _start_probabilistic_tier(report, touched, records, keys, groups, choice, training)
             timer.lap("match_keys")
             _finish_probabilistic_tier(report, scoring)
             timer.lap("probabilistic")
@@ -533,10 +537,21 @@ class _Scoring:
     records: pa.Table  # the fetched records, whose sources and batches a new model is stored with
 
 
+def _start_training(records: pa.Table) -> Future:
+    """Estimate a model from every fetched record in a thread, which touches no database: an `Estimate`."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
+    estimate = pool.submit(lambda: identity_model.model_estimate(
+        _universe_of_fetched(records, np.empty(0, dtype=np.int64), everything=True)))
+    pool.shutdown(wait=False)  # the thread ends with its one task; `estimate` waits for it
+    return estimate
+
+
 def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, records: pa.Table, keys: dict,
-                              groups: dict | None, choice: identity_model.ModelChoice) -> _Scoring | None:
-    """Find the candidates and their universe, then estimate a model (if `choice` says so) and score in a thread,
-    which touches no database: the caller may write meanwhile. None when there is nothing to score."""
+                              groups: dict | None, choice: identity_model.ModelChoice,
+                              training: Future | None) -> _Scoring | None:
+    """Find the candidates and their universe, then score in a thread, which touches no database: the caller may
+    write meanwhile. The model that scores is the one `training` estimates (if `choice` says to train), else the
+    stored one. None when there is nothing to score."""
     # Links and open review pairs scored for a record whose content changed are stale: it is scored again below.
     for table, condition in ((T_LINK, "kind = 'probabilistic'"),
                              (PossibleDuplicate._meta.db_table, f"status = '{PossibleDuplicate.Status.OPEN}'")):
@@ -580,26 +595,34 @@ def _start_probabilistic_tier(report: ResolutionReport, touched: _Touched, recor
     sql.drop_temp_table("resolve_candidates")
     stored = choice.stored
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probabilistic")
-    result = pool.submit(_train_and_score, universe, trains=trains,
+    result = pool.submit(_score, universe, training=training,
                          stored=None if stored is None else (stored.parameters, stored.kind))
     pool.shutdown(wait=False)  # the thread ends with its one task; `result` waits for it
     return _Scoring(result=result, choice=choice, records=records)
 
 
-def _train_and_score(universe: pa.Table, *, trains: bool, stored: tuple[dict, str] | None,
-                     ) -> tuple[identity_model.Estimate | None, str, list[probabilistic.ProbabilisticLink]]:
-    """(the new model's estimate, if it is the one that scored; a note on the choice; the links)."""
-    estimate = identity_model.model_estimate(universe) if trains else None
-    note = ""
-    # A model that could not be trained (a prior) does not replace a trained one.
-    if (estimate is not None and estimate.kind == ProbabilisticModel.Kind.PRIOR
-            and stored is not None and stored[1] == ProbabilisticModel.Kind.TRAINED):
-        log.warning("probabilistic tier: too few related records to train a model; the stored one scores")
-        estimate, note = None, "too few related records to train a new one"
-    parameters = estimate.parameters if estimate is not None else stored[0]
-    links = (probabilistic.score_pairs(parameters, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW)
+def _score(universe: pa.Table, *, training: Future | None, stored: tuple[dict, str] | None,
+           ) -> tuple[identity_model.Estimate | None, str, list[probabilistic.ProbabilisticLink]]:
+    """(the new model's estimate, if it is the one that scored; a note on the choice; the links). The records are
+    prepared and their pairs blocked while `training` may still run; only the scoring itself waits for it."""
+    chosen: dict = {}
+
+    def model() -> dict:
+        if not chosen:
+            estimate, note = training.result() if training is not None else None, ""
+            # A model that could not be trained (a prior) does not replace a trained one.
+            if (estimate is not None and estimate.kind == ProbabilisticModel.Kind.PRIOR
+                    and stored is not None and stored[1] == ProbabilisticModel.Kind.TRAINED):
+                log.warning("probabilistic tier: too few related records to train a model; the stored one scores")
+                estimate, note = None, "too few related records to train a new one"
+            chosen.update(estimate=estimate, note=note,
+                          parameters=estimate.parameters if estimate is not None else stored[0])
+        return chosen["parameters"]
+
+    links = (probabilistic.score_pairs(model, universe, review_threshold=settings.CDP_MATCH_PROBABILITY_REVIEW)
              if pc.any(universe.column("is_candidate")).as_py() else [])
-    return estimate, note, links
+    model()  # scoring may have ended before it needed one: the estimate is stored all the same
+    return chosen["estimate"], chosen["note"], links
 
 
 def _finish_probabilistic_tier(report: ResolutionReport, scoring: _Scoring | None) -> None:
@@ -763,9 +786,8 @@ def _scope_edges(report: ResolutionReport, touched: _Touched, scope: pa.Table, k
     doubted_links = np.flatnonzero(on_contact_links)
     doubted_links = doubted_links[firm[a_at[doubted_links]] != firm[b_at[doubted_links]]]
 
-    named = _register_given_names(
-        np.unique(np.concatenate([keys["record_id"][in_mixed], links["a"][doubted_links], links["b"][doubted_links]])),
-        duck)
+    named = _register_given_names(scope, record_ids, np.unique(np.concatenate(
+        [keys["record_id"][in_mixed], links["a"][doubted_links], links["b"][doubted_links]])), duck)
     group_pairs = []
     for (rule_id, _), holders in members.items():
         holders.sort()  # key rows come in no set order: the same pairs every run
@@ -832,29 +854,23 @@ def _mixed_key_groups(scope: pa.Table, keys: dict, groups: dict, holder_at: np.n
     return in_mixed, members
 
 
-_NAMES_SCHEMA = pa.schema([("id", pa.int64()), ("full_name", pa.string()), ("family_name", pa.string()),
-                           ("given_name", pa.string()), ("birth_date", pa.string()), ("phone", pa.string()),
-                           ("email", pa.string())])
+_NAMED_COLUMNS = ("id", "full_name", "family_name", "given_name", "birth_date", "phone", "email")
 
 
-def _register_given_names(ids: np.ndarray, duck: duckdb.DuckDBPyConnection) -> set[int]:
-    """Register `household_names` (id, family, given, cjk, ordered) in DuckDB for these records: their family and
-    given names as pinyin keys (`names.name_parts`, once per distinct name), whether the given name is written in
-    Chinese characters, and whether the record says which part is which (family and given name apart, or a name in
-    Chinese characters: family name first). Returns the ids of those with a given name."""
+def _register_given_names(scope: pa.Table, record_ids: np.ndarray, ids: np.ndarray,
+                          duck: duckdb.DuckDBPyConnection) -> set[int]:
+    """Register `household_names` (id, family, given, cjk, ordered) in DuckDB for these scope records (`record_ids`:
+    the scope's ids): their family and given names as pinyin keys (`names.name_parts`, once per distinct name),
+    whether the given name is written in Chinese characters, and whether the record says which part is which
+    (family and given name apart, or a name in Chinese characters: family name first). Returns the ids of those
+    with a given name."""
     if not len(ids):
         duck.register("household_names", pa.table({"id": pa.array([], pa.int64())}))
         return set()
-    sql.create_temp_table("resolve_named", "record_id BIGINT")
-    sql.bulk_insert_arrays("resolve_named", {"record_id": ids})
-    named = sql.fetch_arrow(f"SELECT r.id, r.full_name, r.family_name, r.given_name, CAST(r.birth_date AS TEXT), "
-                            f"r.phone, r.email "
-                            f"FROM {T_RECORD} r "
-                            f"JOIN resolve_named n ON n.record_id = r.id", _NAMES_SCHEMA)
-    sql.drop_temp_table("resolve_named")
+    named = scope.select(list(_NAMED_COLUMNS)).take(pa.array(_positions(record_ids, ids)))
     parts: dict[tuple, tuple] = {}
     rows = []
-    for full, family, given in zip(*(named.column(name).to_pylist() for name in _NAMES_SCHEMA.names[1:4])):
+    for full, family, given in zip(*(named.column(name).to_pylist() for name in _NAMED_COLUMNS[1:4])):
         if (full, family, given) not in parts:
             family_key, given_key = name_parts(full, family, given)
             parts[full, family, given] = (family_key, given_key, has_cjk(given if family or given else full),
