@@ -47,7 +47,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 class PersonalDataAdmin(ReadOnlyAdmin):
     """Pages that show personal values: each passes through the privacy policy (masked without privacy.view_pii,
-    else clear) and its clear reads are audited, per profile, before the page leaves."""
+    else clear) and its clear reads are audited, per profile, before the page leaves. The personal_* columns are a
+    profile's or a record's personal fields, shown so."""
+
+    personal_full_name = _personal_column("full_name")
+    personal_family_name = _personal_column("family_name")
+    personal_given_name = _personal_column("given_name")
+    personal_birth_date = _personal_column("birth_date")
+    personal_phone = _personal_column("phone")
+    personal_email = _personal_column("email")
+    personal_address = _personal_column("address")
 
     def changelist_view(self, request, extra_context=None):
         return read_personal_data(request, lambda: super(PersonalDataAdmin, self).changelist_view(
@@ -148,14 +157,6 @@ class CustomerProfileAdmin(PersonalDataAdmin):
     inlines = [SourceRecordInline, ProfileMetricsInline]
     actions = ["unmerge"]
 
-    personal_full_name = _personal_column("full_name")
-    personal_family_name = _personal_column("family_name")
-    personal_given_name = _personal_column("given_name")
-    personal_birth_date = _personal_column("birth_date")
-    personal_phone = _personal_column("phone")
-    personal_email = _personal_column("email")
-    personal_address = _personal_column("address")
-
     @admin.display(description="lineage")
     def lineage_table(self, obj):
         rows = profile_lineage(profile=obj)
@@ -203,14 +204,6 @@ class SourceRecordAdmin(PersonalDataAdmin):
     readonly_fields = [f.name for f in SourceRecord._meta.fields if f.name not in CLEAR_PERSONAL_FIELDS] + [
         "personal_full_name", "personal_family_name", "personal_given_name", "personal_birth_date",
         "personal_phone", "personal_email", "personal_address"]
-
-    personal_full_name = _personal_column("full_name")
-    personal_family_name = _personal_column("family_name")
-    personal_given_name = _personal_column("given_name")
-    personal_birth_date = _personal_column("birth_date")
-    personal_phone = _personal_column("phone")
-    personal_email = _personal_column("email")
-    personal_address = _personal_column("address")
 
     @admin.display(description="card")
     def pan_display(self, obj):

@@ -1,5 +1,4 @@
 """End to end: a real Celery worker on Redis refreshes a segment in the test database."""
-import os
 import time
 
 import pytest
@@ -10,30 +9,14 @@ from segments.models import RefreshJob, Segment
 from segments.selectors import segment_members
 from segments.services import segment_save
 from segments.tasks import segment_refresh_enqueue, segments_refresh_after_load_task
+from tests.celery_broker import on_test_broker
 
-BROKER = os.environ.get("CELERY_TEST_BROKER_URL")
 
 
 @pytest.fixture
 def worker():
-    if not BROKER:
-        pytest.skip("CELERY_TEST_BROKER_URL is not set (bin/test sets it)")
-    saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "result_backend")}
-    app.conf.update(broker_url=BROKER, task_always_eager=False, result_backend=None)
-    _forget_broker_connections()
-    app.control.purge()  # tasks a previous, interrupted run left on the test broker
-    try:
-        with start_worker(app, perform_ping_check=False, shutdown_timeout=20):
-            yield
-    finally:
-        app.conf.update(saved)
-        _forget_broker_connections()
-
-
-def _forget_broker_connections():
-    # Celery caches its connection and producer pools on first use, with the broker URL of that moment.
-    app._pool = None
-    app.amqp._producer_pool = None
+    with on_test_broker(), start_worker(app, perform_ping_check=False, shutdown_timeout=20):
+        yield
 
 
 def wait_for(condition, timeout: float = 30):

@@ -8,11 +8,9 @@ process running it is killed there."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from django.conf import settings
 from django.db import connection, transaction
 
 from cdp.celery import app
@@ -20,53 +18,16 @@ from segments.models import RefreshJob, Segment, SegmentMember
 from segments.selectors import segment_members
 from segments.services import segment_save
 from segments.tasks import segment_refresh_task
-from tests.profiles.loads import PROJECT_DIR, database_url
-
-BROKER = os.environ.get("CELERY_TEST_BROKER_URL")
+from tests.celery_broker import on_test_broker, worker_process
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.fixture
-def broker():
-    if not BROKER:
-        pytest.skip("CELERY_TEST_BROKER_URL is not set (bin/test sets it)")
-    saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "result_backend")}
-    app.conf.update(broker_url=BROKER, task_always_eager=False, result_backend=None)
-    _forget_broker_connections()
-    app.control.purge()  # tasks a previous, interrupted run left on the test broker
-    try:
-        yield
-    finally:
-        app.conf.update(saved)
-        _forget_broker_connections()
-
-
-def _forget_broker_connections():
-    # Celery caches its connection and producer pools on first use, with the broker URL of that moment.
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
-@pytest.fixture
-def worker(broker):
+def worker():
     """`celery worker` for the refreshes queue, one prefork process, in a subprocess on the test database."""
-    env = {k: v for k, v in os.environ.items() if k != "CELERY_RESULT_BACKEND"}
-    env.update(DATABASE_URL=database_url(), CELERY_BROKER_URL=BROKER, CDP_PII_KEY=settings.CDP_PII_KEY,
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cdp", "worker", "-Q", "refreshes", "-c", "1", "-P", "prefork",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info"],
-        cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with on_test_broker(), worker_process(queue="refreshes") as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
 
 
 def _wait_for(condition, what: str, proc: subprocess.Popen, timeout: float = 90):
