@@ -16,8 +16,21 @@ from .policy import Viewer
 from .rights import SubjectEncoder, erase_subject, subject_access
 
 
+class TrailAdmin(admin.ModelAdmin):
+    """A trail that is read, never written or deleted by hand (audit records, erasures)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(AuditRecord)
-class AuditRecordAdmin(admin.ModelAdmin):
+class AuditRecordAdmin(TrailAdmin):
     list_display = ["at", "profile_public_id", "caller", "field_list", "method", "path", "request_id"]
     # Search by profile id: a list filter over a million profiles would not load.
     search_fields = ["=profile_public_id", "=request_id"]
@@ -32,15 +45,6 @@ class AuditRecordAdmin(admin.ModelAdmin):
     @admin.display(description="fields")
     def field_list(self, obj):
         return ", ".join(obj.fields)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- The customer's rights on the profile admin: subject access and erasure, each behind its own permission --------
@@ -100,15 +104,6 @@ admin.site.register(CustomerProfile, SubjectRightsProfileAdmin)
 
 
 @admin.register(ErasureLog)
-class ErasureLogAdmin(admin.ModelAdmin):
+class ErasureLogAdmin(TrailAdmin):
     list_display = ["erased_at", "erased_by", "reason", "counts"]
     date_hierarchy = "erased_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
